@@ -1,0 +1,168 @@
+// The Config type, its defaults and validation, in one place. Every flag is declared in
+// FLAGS once: the CLI parser, the environment (KAGAMI_<FLAG>), config files and the
+// README's reference are all derived from it.
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { parseBytes, parseDuration } from "./units.ts";
+
+export type Command = "serve" | "import" | "configure" | "cleanup" | "gc" | "version";
+export const COMMANDS: readonly Command[] = ["serve", "import", "configure", "cleanup", "gc", "version"];
+
+type Kind = "string" | "boolean" | "integer" | "duration" | "bytes" | "list" | "address";
+
+interface FlagSpec {
+  kind: Kind;
+  help: string;
+  commands: readonly Command[];
+  /** Absent: the flag has no value unless given. */
+  default?: string | boolean | number | readonly string[];
+  choices?: readonly string[];
+  /** Shown in help and README instead of a computed default. */
+  defaultText?: string;
+}
+
+const SERVE: readonly Command[] = ["serve"];
+
+export const FLAGS = {
+  config: { kind: "string", help: "YAML or TOML file of flag values (keys are flag names)", commands: COMMANDS },
+  "log-level": {
+    kind: "string",
+    default: "info",
+    choices: ["debug", "info", "warn", "error"],
+    help: "Least severe log level written",
+    commands: COMMANDS,
+  },
+  "data-dir": {
+    kind: "string",
+    help: "Content store, tags and the peer key",
+    defaultText: "/var/lib/kagami as root, else $XDG_DATA_HOME/kagami or ~/.local/share/kagami",
+    commands: ["serve", "import", "gc"],
+  },
+  "registry-addr": { kind: "address", default: ":5000", help: "Address of the OCI registry API", commands: SERVE },
+  "default-registry": {
+    kind: "string",
+    default: "docker.io",
+    help: "Registry of requests that carry no ?ns= parameter",
+    commands: SERVE,
+  },
+  "shutdown-timeout": {
+    kind: "duration",
+    default: "30s",
+    help: "On SIGTERM/SIGINT, how long in-flight responses may take to finish",
+    commands: SERVE,
+  },
+  mdns: { kind: "boolean", default: true, help: "Find peers on the local network by mDNS", commands: SERVE },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+
+type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S;
+type ValueOf<F> = F extends { kind: "boolean" }
+  ? boolean
+  : F extends { kind: "integer" | "duration" | "bytes" }
+    ? number
+    : F extends { kind: "list" }
+      ? string[]
+      : F extends { kind: "address" }
+        ? Address
+        : string;
+type Resolved<F> = F extends { default: unknown } | { defaultText: string } ? ValueOf<F> : ValueOf<F> | undefined;
+
+/** Every flag's value after defaults, file, environment and command line. */
+export type Config = { -readonly [N in FlagName as CamelCase<N>]: Resolved<(typeof FLAGS)[N]> };
+
+export interface Address {
+  /** Empty: every interface. */
+  hostname: string;
+  port: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export function camelCase(name: string): string {
+  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+export function envName(name: string): string {
+  return `KAGAMI_${name.toUpperCase().replace(/-/g, "_")}`;
+}
+
+export function flagSpec(name: string): FlagSpec | undefined {
+  return (FLAGS as Record<string, FlagSpec>)[name];
+}
+
+export function flagsOf(command: Command): [string, FlagSpec][] {
+  return Object.entries(FLAGS as Record<string, FlagSpec>).filter(([, s]) => s.commands.includes(command));
+}
+
+/** `:5000`, `127.0.0.2:5000`, `[::1]:5000`. */
+export function parseAddress(input: string): Address {
+  const m = input.trim().match(/^(?:\[([0-9a-fA-F:.]+)\]|([a-zA-Z0-9.-]*)):(\d{1,5})$/);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`invalid address ${JSON.stringify(input)} (use host:port, :port or [v6]:port)`);
+  return { hostname: m[1] ?? m[2] ?? "", port };
+}
+
+export function formatAddress(a: Address): string {
+  return `${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
+}
+
+/** Converts one raw value (string from argv/env, or a file's typed value) to the flag's kind. */
+export function coerce(name: string, spec: FlagSpec, raw: unknown): unknown {
+  const fail = (why: string): never => {
+    throw new ConfigError(`--${name}: ${why}`);
+  };
+  try {
+    switch (spec.kind) {
+      case "boolean":
+        if (typeof raw === "boolean") return raw;
+        if (raw === "true" || raw === "1") return true;
+        if (raw === "false" || raw === "0") return false;
+        return fail(`expected true or false, got ${JSON.stringify(raw)}`);
+      case "integer": {
+        const n = typeof raw === "number" ? raw : /^-?\d+$/.test(String(raw)) ? Number(raw) : NaN;
+        if (!Number.isSafeInteger(n) || n < 0) return fail(`expected a non-negative integer, got ${JSON.stringify(raw)}`);
+        return n;
+      }
+      case "duration":
+        return parseDuration(String(raw));
+      case "bytes":
+        return typeof raw === "number" ? raw : parseBytes(String(raw));
+      case "list":
+        if (Array.isArray(raw)) return raw.map(String).filter((s) => s.length > 0);
+        return String(raw)
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s.length > 0);
+      case "address":
+        return parseAddress(String(raw));
+      case "string": {
+        if (typeof raw !== "string" && typeof raw !== "number") return fail(`expected a string, got ${JSON.stringify(raw)}`);
+        const s = String(raw);
+        if (spec.choices && !spec.choices.includes(s)) return fail(`expected one of ${spec.choices.join(", ")}, got ${JSON.stringify(s)}`);
+        return s;
+      }
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    return fail((e as Error).message);
+  }
+}
+
+export function defaultDataDir(env: Record<string, string | undefined> = process.env): string {
+  if (process.getuid?.() === 0) return "/var/lib/kagami";
+  if (env.XDG_DATA_HOME) return join(env.XDG_DATA_HOME, "kagami");
+  return join(homedir(), ".local", "share", "kagami");
+}
+
+/** Defaults of every flag, coerced to their kinds. */
+export function defaults(): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(FLAGS as Record<string, FlagSpec>)) {
+    if (spec.default !== undefined) out[camelCase(name)] = coerce(name, spec, spec.default);
+  }
+  out.dataDir = defaultDataDir();
+  return out;
+}
