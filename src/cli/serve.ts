@@ -1,0 +1,82 @@
+// `kagami serve`: wires the components in one place: stores -> registry (+ mirrors) ->
+// HTTP server, and stops them in reverse order on SIGTERM/SIGINT.
+import type { Config } from "../config.ts";
+import { formatAddress } from "../config.ts";
+import { createLogger, type Logger } from "../observability/log.ts";
+import { createRegistryApp } from "../registry/app.ts";
+import { Health } from "../registry/health.ts";
+import { LocalStore } from "../store/local.ts";
+import type { Store } from "../store/store.ts";
+import { parseArgs, usage } from "./flags.ts";
+
+const ABOUT = "Serves the OCI pull API from local content, peers and upstream.";
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { config, positionals, help } = parseArgs("serve", argv);
+  if (help) {
+    console.log(usage("serve", "serve [flags]", ABOUT));
+    return 0;
+  }
+  if (positionals.length > 0) {
+    console.error(`kagami serve: unexpected argument ${JSON.stringify(positionals[0])}`);
+    return 2;
+  }
+  const log = createLogger(config.logLevel as "info");
+  const node = await startNode(config, log);
+  await waitForSignal();
+  log.info({ timeoutMs: config.shutdownTimeout }, "shutting down");
+  await node.stop(config.shutdownTimeout);
+  log.info("stopped");
+  return 0;
+}
+
+export interface RunningNode {
+  url: string;
+  stop(deadlineMs: number): Promise<void>;
+}
+
+export async function startNode(config: Config, log: Logger): Promise<RunningNode> {
+  const health = new Health();
+  const local = await LocalStore.open(config.dataDir);
+  const stores: Store[] = [local];
+  for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
+
+  const app = createRegistryApp({
+    stores,
+    defaultRegistry: config.defaultRegistry,
+    health,
+    logger: log,
+    onServed: (r) =>
+      log.debug({ digest: r.digest, ref: `${r.registry}/${r.repository}:${r.reference}`, source: r.source, status: r.status, bytes: r.bytes, ms: Math.round(r.ms) }, "served"),
+  });
+  const server = Bun.serve({
+    hostname: config.registryAddr.hostname || "0.0.0.0",
+    port: config.registryAddr.port,
+    fetch: app.fetch,
+    // Blob downloads are long; idle means no byte moved for this long.
+    idleTimeout: 120,
+    maxRequestBodySize: 64 * 1024,
+  });
+  const url = `http://${formatAddress({ hostname: server.hostname ?? "", port: server.port ?? 0 })}`;
+  log.info({ addr: url, dataDir: config.dataDir, stores: stores.map((s) => s.name) }, "registry listening");
+
+  return {
+    url,
+    async stop(deadlineMs) {
+      health.drain();
+      const graceful = server.stop(false);
+      const timer = setTimeout(() => void server.stop(true), deadlineMs);
+      await graceful;
+      clearTimeout(timer);
+      for (const s of stores) await s.close();
+    },
+  };
+}
+
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string) => () => resolve(sig);
+    process.once("SIGTERM", on("SIGTERM"));
+    process.once("SIGINT", on("SIGINT"));
+  });
+}
