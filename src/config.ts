@@ -52,6 +52,77 @@ export const FLAGS = {
     commands: SERVE,
   },
   mdns: { kind: "boolean", default: true, help: "Find peers on the local network by mDNS", commands: SERVE },
+  "router-addr": { kind: "address", default: ":5001", help: "Address of the libp2p router (TCP)", commands: SERVE },
+  "dht-protocol": {
+    kind: "string",
+    default: "/spegel/kad/1.0.0",
+    help: "Kademlia DHT protocol id; nodes only find each other when it matches (Spegel's is the default)",
+    commands: SERVE,
+  },
+  "mdns-service-name": {
+    kind: "string",
+    default: "_kagami._udp.local",
+    help: "mDNS service name nodes announce and look for",
+    commands: SERVE,
+  },
+  "bootstrap-kind": {
+    kind: "string",
+    default: "none",
+    choices: ["none", "dns", "static", "http"],
+    help: "How a node finds its first peers in a cluster (mDNS works alongside any kind)",
+    commands: SERVE,
+  },
+  "dns-bootstrap-domain": {
+    kind: "string",
+    help: "--bootstrap-kind dns: name whose A/AAAA records are peers (e.g. a headless Service), dialled on the router port",
+    commands: SERVE,
+  },
+  "static-bootstrap-peers": {
+    kind: "list",
+    default: [],
+    help: "--bootstrap-kind static: peer multiaddrs, e.g. /ip4/10.0.0.2/tcp/5001/p2p/12D3KooW...",
+    commands: SERVE,
+  },
+  "http-bootstrap-url": {
+    kind: "string",
+    help: '--bootstrap-kind http: URL answering [{"ID":"...","Addrs":["/ip4/.../tcp/5001"]}] (every node serves its own at /id)',
+    commands: SERVE,
+  },
+  "p2p-psk-file": {
+    kind: "string",
+    help: "libp2p pre-shared key file (/key/swarm/psk/1.0.0/): only nodes holding the key join the DHT",
+    commands: SERVE,
+  },
+  "advertise-interval": {
+    kind: "duration",
+    default: "10m",
+    help: "How often every held key is announced again to the DHT",
+    commands: SERVE,
+  },
+  "mirror-resolve-timeout": {
+    kind: "duration",
+    default: "20ms",
+    help: "How long a request waits for the first peer that holds the content before going upstream",
+    commands: SERVE,
+  },
+  "mirror-resolve-retries": {
+    kind: "integer",
+    default: 3,
+    help: "Most peers asked for one request (first try, hedges and resumes together)",
+    commands: SERVE,
+  },
+  "mirrored-registries": {
+    kind: "list",
+    default: [],
+    help: "Registries served from peers (empty: all), e.g. docker.io,ghcr.io",
+    commands: SERVE,
+  },
+  "registry-filters": {
+    kind: "list",
+    default: [],
+    help: "Regular expressions on references (registry/repository:tag or @digest) never served from peers, e.g. :latest$",
+    commands: SERVE,
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
