@@ -39,6 +39,12 @@ export const FLAGS = {
     commands: ["serve", "import", "gc"],
   },
   "registry-addr": { kind: "address", default: ":5000", help: "Address of the OCI registry API", commands: SERVE },
+  "metrics-addr": {
+    kind: "address",
+    default: ":9090",
+    help: "Address of /metrics (Prometheus), /debug (HTML and JSON) and /id",
+    commands: SERVE,
+  },
   "default-registry": {
     kind: "string",
     default: "docker.io",
