@@ -21,7 +21,7 @@ import type { Content, Store, StoreEvent } from "../src/store/store.ts";
 export interface SeedImage {
   reference: TagReference;
   root: Descriptor;
-  blobs: Map<Digest, { mediaType: string; bytes: Uint8Array }>;
+  blobs: Map<Digest, { mediaType: string; bytes: Uint8Array<ArrayBuffer> }>;
 }
 
 export interface StoreFixture {
@@ -37,14 +37,14 @@ function sha256(bytes: Uint8Array): Digest {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}` as Digest;
 }
 
-function json(value: unknown): Uint8Array {
+function json(value: unknown): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(JSON.stringify(value));
 }
 
 /** Builds a small deterministic image: an index of two platform manifests, each config + 2 layers. */
 export function makeSeedImage(reference: TagReference, salt = "a", opts: { dockerList?: boolean } = {}): SeedImage {
-  const blobs = new Map<Digest, { mediaType: string; bytes: Uint8Array }>();
-  const put = (mediaType: string, bytes: Uint8Array): Descriptor => {
+  const blobs = new Map<Digest, { mediaType: string; bytes: Uint8Array<ArrayBuffer> }>();
+  const put = (mediaType: string, bytes: Uint8Array<ArrayBuffer>): Descriptor => {
     const digest = sha256(bytes);
     blobs.set(digest, { mediaType, bytes });
     return { mediaType, digest, size: bytes.byteLength };
