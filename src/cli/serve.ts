@@ -2,12 +2,16 @@
 // HTTP server, and stops them in reverse order on SIGTERM/SIGINT.
 import type { Config } from "../config.ts";
 import { formatAddress } from "../config.ts";
+import { DebugState } from "../observability/debug.ts";
 import { createLogger, type Logger } from "../observability/log.ts";
+import { createMetrics } from "../observability/metrics.ts";
+import { startObservabilityServer } from "../observability/server.ts";
 import { createRegistryApp } from "../registry/app.ts";
 import { Health } from "../registry/health.ts";
 import { LocalStore } from "../store/local.ts";
 import type { Store } from "../store/store.ts";
 import { parseArgs, usage } from "./flags.ts";
+import { versionInfo } from "./version.ts";
 
 const ABOUT = "Serves the OCI pull API from local content, peers and upstream.";
 
@@ -41,24 +45,32 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   const stores: Store[] = [local];
   for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
 
+  const metrics = createMetrics();
+  const { version, commit } = versionInfo();
+  const debug = new DebugState({ version, commit, registry: formatAddress(config.registryAddr), "data dir": config.dataDir });
+
   const app = createRegistryApp({
     stores,
     defaultRegistry: config.defaultRegistry,
     health,
     logger: log,
-    onServed: (r) =>
-      log.debug({ digest: r.digest, ref: `${r.registry}/${r.repository}:${r.reference}`, source: r.source, status: r.status, bytes: r.bytes, ms: Math.round(r.ms) }, "served"),
+    onServed: (r) => {
+      metrics.observe(r);
+      debug.record(r);
+      log.debug({ digest: r.digest, ref: `${r.registry}/${r.repository}:${r.reference}`, source: r.source, status: r.status, bytes: r.bytes, ms: Math.round(r.ms) }, "served");
+    },
   });
   const server = Bun.serve({
     hostname: config.registryAddr.hostname || "0.0.0.0",
     port: config.registryAddr.port,
-    fetch: app.fetch,
+    fetch: metrics.instrument(app.fetch),
     // Blob downloads are long; idle means no byte moved for this long.
     idleTimeout: 120,
     maxRequestBodySize: 64 * 1024,
   });
   const url = `http://${formatAddress({ hostname: server.hostname ?? "", port: server.port ?? 0 })}`;
   log.info({ addr: url, dataDir: config.dataDir, stores: stores.map((s) => s.name) }, "registry listening");
+  const observability = startObservabilityServer({ address: config.metricsAddr, metrics, debug, logger: log });
 
   return {
     url,
@@ -68,6 +80,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       const timer = setTimeout(() => void server.stop(true), deadlineMs);
       await graceful;
       clearTimeout(timer);
+      await observability.stop();
       for (const s of stores) await s.close();
     },
   };
