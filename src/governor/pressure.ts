@@ -1,0 +1,249 @@
+// The memory governor: samples the cgroup and the process on a timer, derives the pressure
+// level, and acts on it. soft: drop the page cache of served files (coldest first) and run the
+// GC; hard: shouldShed() turns new buffer-needing requests away. Files sent by sendfile never
+// need the budget and are never shed. Disabled (--memory-governor=false) it only measures.
+import { totalmem } from "node:os";
+import type { Registry } from "prom-client";
+import type { Logger } from "../observability/log.ts";
+import { ByteBudget } from "./budget.ts";
+import { budgetedStream, DEFAULT_CHUNK_BYTES } from "./budget-stream.ts";
+import { findMemoryCgroup, readMemory, type MemoryCgroup, type MemorySample } from "./cgroup.ts";
+import { registerGovernorMetrics } from "./metrics.ts";
+import { pageCacheControlAvailable, ServedFiles } from "./pagecache.ts";
+import {
+  defaultBudget,
+  nextLevel,
+  pageCacheExcess,
+  pressureOf,
+  resolveLimit,
+  thresholds,
+  type Limit,
+  type Pressure,
+  type PressureLevel,
+  type ShedReason,
+  type Thresholds,
+} from "./policy.ts";
+
+export interface GovernorConfig {
+  /** --memory-limit: overrides the cgroup's limit. */
+  memoryLimit?: number | undefined;
+  /** --memory-governor: false leaves the budget unbounded and never sheds nor drops cache. */
+  memoryGovernor: boolean;
+}
+
+export interface GovernorOptions {
+  /** Root under which /proc and the cgroup file systems are read (tests: a fixture directory). */
+  root?: string;
+  /** Sampling period, clamped to 100 ms .. 5 s. */
+  intervalMs?: number;
+  /** Overrides the budget derived from the limit. */
+  budgetBytes?: number;
+  /** Cap on readers queued for the budget (see ByteBudget). */
+  maxWaiters?: number | undefined;
+  chunkBytes?: number;
+  /** Memory reader (tests); the default reads the cgroup found under `root`. */
+  read?: () => MemorySample;
+  gc?: () => void;
+  servedFiles?: ServedFiles;
+  totalMemory?: number;
+  now?: () => number;
+}
+
+export interface GovernorState {
+  enabled: boolean;
+  level: PressureLevel;
+  limit: Limit;
+  thresholds: Thresholds;
+  measuredBy: Pressure["measuredBy"];
+  cgroup: { version: number; dir: string } | null;
+  memory: {
+    workingSet: number;
+    committed: number;
+    rss: number;
+    rssPeak: number | null;
+    usage: number | null;
+    pageCache: number | null;
+    inactiveFile: number | null;
+    oomKills: number | null;
+  };
+  /** total is null when unbounded. */
+  budget: { total: number | null; inUse: number; peakInUse: number; waiters: number; chunkBytes: number };
+  pageCache: { controllable: boolean; trackedFiles: number; droppedFiles: number; droppedBytes: number };
+  gcRuns: number;
+  shed: Record<string, number>;
+  sampledAt: string;
+}
+
+export interface Governor {
+  readonly enabled: boolean;
+  readonly budget: ByteBudget;
+  /** Puts a response body under the budget (unchanged when the governor is disabled). */
+  stream(source: ReadableStream<Uint8Array>, signal?: AbortSignal): ReadableStream<Uint8Array>;
+  /**
+   * True (and counted) when a new request that needs buffers should be turned away now: the
+   * pressure is hard, or so many readers wait for the budget that one more would be refused.
+   */
+  shouldShed(): boolean;
+  /** Counts a request shed for another reason (e.g. the budget's queue was full). */
+  noteShed(reason: ShedReason): void;
+  /** A response starts sending a local file; call the returned function when it is done. */
+  fileSending(path: string, size: number): () => void;
+  /** A response has finished sending a local file. */
+  noteFileServed(path: string, size: number): void;
+  /** Reads memory now and acts on it (the timer calls this). */
+  sample(): GovernorState;
+  state(): GovernorState;
+  /** The latest sample, as the metrics read it. */
+  readonly latest: { sample: MemorySample; pressure: Pressure; limit: Limit; level: PressureLevel; shed: ReadonlyMap<string, number> };
+  /** Registers the kagami_memory_*, kagami_budget_* and kagami_shed_* metrics on `registry`. */
+  registerMetrics(registry: Registry): void;
+  stop(): void;
+}
+
+const MIN_GC_INTERVAL_MS = 2000;
+
+export function createGovernor(config: GovernorConfig, log: Logger, opts: GovernorOptions = {}): Governor {
+  const enabled = config.memoryGovernor;
+  const root = opts.root ?? "/";
+  const now = opts.now ?? Date.now;
+  const cgroup: MemoryCgroup | null = opts.read ? null : findMemoryCgroup(root);
+  const read = opts.read ?? (() => readMemory(cgroup, root));
+  const gc = opts.gc ?? (() => Bun.gc(true));
+  const files = opts.servedFiles ?? new ServedFiles({ now });
+  const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const totalMemory = opts.totalMemory ?? totalmem();
+
+  let sample = read();
+  let limit = resolveLimit(config.memoryLimit, sample.limit, totalMemory);
+  let t = thresholds(limit.bytes);
+  const budgetFor = (l: Limit): number => (enabled ? (opts.budgetBytes ?? defaultBudget(l.bytes)) : Infinity);
+  const budget = new ByteBudget({ total: budgetFor(limit), maxWaiters: opts.maxWaiters });
+  let pressure = pressureOf(sample);
+  let level: PressureLevel = "ok";
+  let lastGc = -Infinity;
+  let gcRuns = 0;
+  const dropped = { files: 0, bytes: 0 };
+  const shed = new Map<string, number>();
+
+  log.info(
+    {
+      enabled,
+      limit: limit.bytes,
+      limitSource: limit.source,
+      budget: enabled ? budget.total : null,
+      cgroup: cgroup ? `v${cgroup.version} ${cgroup.dir}` : null,
+      measuredBy: pressure.measuredBy,
+    },
+    enabled ? "memory governor on" : "memory governor off: budget unbounded, no shedding",
+  );
+
+  const act = (): void => {
+    if (!enabled || level === "ok") return;
+    const excess = pageCacheExcess(pressure, t);
+    if (excess > 0) {
+      const r = files.dropColdest(excess, true);
+      dropped.files += r.files;
+      dropped.bytes += r.bytes;
+    }
+    const at = now();
+    if (at - lastGc >= MIN_GC_INTERVAL_MS) {
+      lastGc = at;
+      gcRuns++;
+      gc();
+    }
+  };
+
+  const doSample = (): GovernorState => {
+    sample = read();
+    pressure = pressureOf(sample);
+    // The limit is read live: a pod resized in place gets a new limit without a restart.
+    const nextLimit = resolveLimit(config.memoryLimit, sample.limit, totalMemory);
+    if (nextLimit.bytes !== limit.bytes) {
+      log.info({ from: limit.bytes, to: nextLimit.bytes, limitSource: nextLimit.source }, "memory limit changed");
+      limit = nextLimit;
+      t = thresholds(limit.bytes);
+      budget.resize(budgetFor(limit));
+    }
+    const next = nextLevel(level, pressure, t);
+    if (next !== level) {
+      const fields = { from: level, to: next, workingSet: pressure.workingSet, committed: pressure.committed, rss: sample.rss, limit: limit.bytes };
+      if (next === "ok") log.info(fields, "memory pressure over");
+      else log.warn(fields, next === "hard" ? "memory pressure hard: shedding new fetches" : "memory pressure soft: dropping page cache");
+      level = next;
+    }
+    act();
+    return state();
+  };
+
+  const state = (): GovernorState => ({
+    enabled,
+    level,
+    limit,
+    thresholds: t,
+    measuredBy: pressure.measuredBy,
+    cgroup: sample.cgroup ? { version: sample.cgroup.version, dir: sample.cgroup.dir } : null,
+    memory: {
+      workingSet: pressure.workingSet,
+      committed: pressure.committed,
+      rss: sample.rss,
+      rssPeak: sample.rssPeak,
+      usage: sample.usage,
+      pageCache: sample.pageCache,
+      inactiveFile: sample.inactiveFile,
+      oomKills: sample.oomKills,
+    },
+    budget: {
+      total: budget.unbounded ? null : budget.total,
+      inUse: budget.inUse,
+      peakInUse: budget.peakInUse,
+      waiters: budget.waiters,
+      chunkBytes,
+    },
+    pageCache: {
+      controllable: pageCacheControlAvailable(),
+      trackedFiles: files.size,
+      droppedFiles: dropped.files,
+      droppedBytes: dropped.bytes,
+    },
+    gcRuns,
+    shed: Object.fromEntries(shed),
+    sampledAt: new Date(now()).toISOString(),
+  });
+
+  const noteShed = (reason: ShedReason): void => {
+    shed.set(reason, (shed.get(reason) ?? 0) + 1);
+  };
+
+  const intervalMs = Math.min(5000, Math.max(100, opts.intervalMs ?? 500));
+  const timer = setInterval(doSample, intervalMs);
+  timer.unref();
+  doSample();
+
+  const governor: Governor = {
+    enabled,
+    budget,
+    stream: (source, signal) => (enabled ? budgetedStream(source, budget, { chunkBytes, signal }) : source),
+    shouldShed() {
+      if (!enabled) return false;
+      const reason = level === "hard" ? "memory_pressure" : budget.full ? "budget_queue_full" : null;
+      if (reason === null) return false;
+      noteShed(reason);
+      return true;
+    },
+    noteShed,
+    fileSending: (path, size) => (enabled ? files.sending(path, size) : () => {}),
+    noteFileServed(path, size) {
+      if (enabled) files.served(path, size);
+    },
+    sample: doSample,
+    state,
+    get latest() {
+      return { sample, pressure, limit, level, shed };
+    },
+    registerMetrics: (registry) => registerGovernorMetrics(governor, registry),
+    stop() {
+      clearInterval(timer);
+    },
+  };
+  return governor;
+}
