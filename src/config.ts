@@ -58,6 +58,17 @@ export const FLAGS = {
     commands: SERVE,
   },
   mdns: { kind: "boolean", default: true, help: "Find peers on the local network by mDNS", commands: SERVE },
+  "memory-limit": {
+    kind: "bytes",
+    help: "Memory limit the governor keeps kagami under (e.g. 96Mi); default: the cgroup's limit, else a quarter of RAM up to 512Mi",
+    commands: SERVE,
+  },
+  "memory-governor": {
+    kind: "boolean",
+    default: true,
+    help: "Byte budget, page-cache dropping and shedding under memory pressure (false: unbounded, for comparison)",
+    commands: SERVE,
+  },
   "router-addr": { kind: "address", default: ":5001", help: "Address of the libp2p router (TCP)", commands: SERVE },
   "dht-protocol": {
     kind: "string",
