@@ -77,9 +77,12 @@ export function spawnProcess(opts: SpawnOptions): Proc {
   if (pid === undefined) throw new Error(`${opts.name}: cannot spawn ${argv[0]}`);
 
   let status: ExitStatus | undefined;
+  let stopping: Promise<ExitStatus> | undefined;
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once("exit", (code, signal) => {
       status = { code, signal };
+      // bun test kills every child process when a test times out: say so where people look.
+      if (signal && !stopping) appendNote(logPath, `killed by ${signal}, not sent by the rig (a timed-out bun test kills all child processes)`);
       resolve(status);
     });
     child.once("error", (e) => {
@@ -97,7 +100,6 @@ export function spawnProcess(opts: SpawnOptions): Proc {
     }
   };
 
-  let stopping: Promise<ExitStatus> | undefined;
   const stop = (timeoutMs = stopTimeoutMs): Promise<ExitStatus> => {
     stopping ??= (async () => {
       if (!status) {

@@ -50,6 +50,7 @@ export interface RequestFilter {
   kind?: RequestKind;
   repo?: string;
   reference?: string;
+  status?: number;
   /** Only 2xx responses. */
   ok?: boolean;
 }
@@ -70,7 +71,7 @@ export interface Registry {
   /** Requests logged so far (waits until the log is quiet, so just-finished responses are in). */
   requests(filter?: RequestFilter & { since?: LogMark }): Promise<RegistryRequest[]>;
   count(filter?: RequestFilter & { since?: LogMark }): Promise<number>;
-  /** GET blob responses with 2xx per digest: "served each blob exactly once". */
+  /** GET blob responses with 2xx per digest, partial ones included: "served each blob exactly once". */
   blobServes(since?: LogMark): Promise<Map<string, number>>;
   /** Body bytes sent by GET blob responses. */
   blobBytes(since?: LogMark): Promise<number>;
@@ -147,6 +148,7 @@ function matches(r: RegistryRequest, f: RequestFilter): boolean {
     (f.kind === undefined || r.kind === f.kind) &&
     (f.repo === undefined || r.repo === f.repo) &&
     (f.reference === undefined || r.reference === f.reference) &&
+    (f.status === undefined || r.status === f.status) &&
     (!f.ok || (r.status >= 200 && r.status < 300))
   );
 }
@@ -171,11 +173,17 @@ async function settledLog(path: string): Promise<RegistryRequest[]> {
   return parseRegistryLog(text);
 }
 
-/** Parses distribution's JSON log into one entry per completed request. */
+/**
+ * Parses distribution's JSON log into one entry per request: "response completed[ with
+ * error]" lines, plus "error authorizing context" lines, which are the only trace of a 401
+ * under token auth. A response cut short by the client still logs 200 with the bytes written.
+ */
 export function parseRegistryLog(text: string): RegistryRequest[] {
   const out: RegistryRequest[] = [];
   for (const line of text.split("\n")) {
-    if (!line.includes('"response completed"')) continue;
+    const completed = line.includes('"msg":"response completed');
+    const unauthorized = line.includes('"msg":"error authorizing context');
+    if (!completed && !unauthorized) continue;
     let e: Record<string, unknown>;
     try {
       e = JSON.parse(line) as Record<string, unknown>;
@@ -187,7 +195,7 @@ export function parseRegistryLog(text: string): RegistryRequest[] {
     out.push({
       method: String(e["http.request.method"] ?? ""),
       path,
-      status: Number(e["http.response.status"] ?? 0),
+      status: completed ? Number(e["http.response.status"] ?? 0) : 401,
       bytes: Number(e["http.response.written"] ?? 0),
       ...classify(path),
     });
