@@ -39,6 +39,54 @@ export const FLAGS = {
     commands: ["serve", "import", "gc"],
   },
   "registry-addr": { kind: "address", default: ":5000", help: "Address of the OCI registry API", commands: SERVE },
+  store: {
+    kind: "string",
+    default: "auto",
+    choices: ["auto", "local", "containerd"],
+    help: "Where held content is read: containerd's content store, kagami's own, or auto (containerd first when its socket answers, then the local store)",
+    commands: SERVE,
+  },
+  "containerd-sock": {
+    kind: "string",
+    default: "/run/containerd/containerd.sock",
+    help: "containerd's gRPC socket",
+    commands: SERVE,
+  },
+  "containerd-namespace": {
+    kind: "string",
+    default: "k8s.io",
+    help: "containerd namespace whose images are served (the kubelet's is k8s.io)",
+    commands: SERVE,
+  },
+  "containerd-content-path": {
+    kind: "string",
+    help: "containerd's content directory, read directly so blobs go out by sendfile; default: what containerd reports, else /var/lib/containerd/io.containerd.content.v1.content (unreadable: bytes are streamed over gRPC)",
+    commands: SERVE,
+  },
+  "containerd-registry-config-path": {
+    kind: "string",
+    default: "/etc/containerd/certs.d",
+    help: "containerd's registry config_path, where configure writes <registry>/hosts.toml (existing files are kept in _backup/) and cleanup restores them",
+    commands: ["configure", "cleanup"],
+  },
+  "mirror-targets": {
+    kind: "list",
+    default: ["http://127.0.0.1:5000"],
+    help: "Mirror URLs containerd tries first, in order, e.g. http://127.0.0.1:5000",
+    commands: ["configure"],
+  },
+  "resolve-tags": {
+    kind: "boolean",
+    default: true,
+    help: "Let containerd resolve tags through the mirrors (capability resolve), not only fetch by digest",
+    commands: ["configure"],
+  },
+  "prepend-existing": {
+    kind: "boolean",
+    default: false,
+    help: "Keep the host entries of an existing hosts.toml, after the mirrors",
+    commands: ["configure"],
+  },
   "metrics-addr": {
     kind: "address",
     default: ":9090",
@@ -131,8 +179,8 @@ export const FLAGS = {
   "mirrored-registries": {
     kind: "list",
     default: [],
-    help: "Registries served from peers (empty: all), e.g. docker.io,ghcr.io",
-    commands: SERVE,
+    help: "Registries served from peers (empty: all), e.g. docker.io,ghcr.io; configure also takes URLs as Spegel does (https://docker.io, http://10.0.0.1:5000), whose scheme sets the server line",
+    commands: ["serve", "configure"],
   },
   "registry-filters": {
     kind: "list",
