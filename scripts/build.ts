@@ -1,0 +1,70 @@
+#!/usr/bin/env bun
+// `bun run build`: one self-contained executable, dist/kagami. Everything the program reads
+// at run time is imported (the containerd .proto files and the debug page are text imports),
+// so `bun build --compile` embeds it and the binary needs only glibc and CA certificates.
+// The commit is stamped in with --define; `kagami version` prints it.
+//
+//   bun scripts/build.ts [--outfile dist/kagami] [--target bun-linux-arm64]
+//
+// Env KAGAMI_COMMIT overrides the commit (a build from a source tarball has no git).
+import { statSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+
+const ROOT = resolve(import.meta.dir, "..");
+
+const { values } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: {
+    outfile: { type: "string", default: "dist/kagami" },
+    target: { type: "string" },
+  },
+});
+const outfile = resolve(ROOT, values.outfile!);
+
+function git(...args: string[]): string | undefined {
+  const r = Bun.spawnSync(["git", ...args], { cwd: ROOT, stderr: "ignore" });
+  return r.success ? r.stdout.toString().trim() : undefined;
+}
+
+function commit(): string {
+  if (process.env.KAGAMI_COMMIT) return process.env.KAGAMI_COMMIT;
+  const head = git("rev-parse", "--short=12", "HEAD");
+  if (!head) return "unknown";
+  // Uncommitted changes to tracked files: the binary is not exactly that commit.
+  return git("status", "--porcelain", "--untracked-files=no") ? `${head}-dirty` : head;
+}
+
+const stamp = commit();
+const cmd = [
+  process.execPath,
+  "build",
+  "--compile",
+  "--bytecode",
+  "--format=esm",
+  "--minify",
+  "--sourcemap=none",
+  `--define=KAGAMI_COMMIT=${JSON.stringify(stamp)}`,
+  `--outfile=${outfile}`,
+  ...(values.target ? [`--target=${values.target}`] : []),
+  "src/main.ts",
+];
+const started = performance.now();
+const build = Bun.spawnSync(cmd, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
+if (!build.success) {
+  console.error(`build failed: ${cmd.join(" ")}`);
+  process.exit(1);
+}
+const seconds = ((performance.now() - started) / 1000).toFixed(1);
+
+// A binary for this machine is run once: a build that cannot start is not a build.
+if (!values.target) {
+  const check = Bun.spawnSync([outfile, "version", "--json"], { stderr: "pipe" });
+  const printed = check.success ? (JSON.parse(check.stdout.toString()) as { commit: string }) : undefined;
+  if (printed?.commit !== stamp) {
+    console.error(`${outfile} version did not print commit ${stamp}:\n${check.stdout}${check.stderr}`);
+    process.exit(1);
+  }
+}
+const size = statSync(outfile).size;
+console.log(`built ${values.outfile} (commit ${stamp}, ${(size / 2 ** 20).toFixed(1)} MiB, ${seconds} s)`);
