@@ -117,6 +117,41 @@ export const FLAGS = {
     help: "Byte budget, page-cache dropping and shedding under memory pressure (false: unbounded, for comparison)",
     commands: SERVE,
   },
+  "pull-through": {
+    kind: "string",
+    default: "auto",
+    choices: ["auto", "true", "false"],
+    help: "Fetch what neither this node nor its peers hold from the upstream registry and cache it; auto: on when kagami's own store is the primary store",
+    commands: SERVE,
+  },
+  "insecure-registries": {
+    kind: "list",
+    default: [],
+    help: "Upstream registries (host or host:port) reached over plain HTTP instead of HTTPS",
+    commands: SERVE,
+  },
+  "registry-credentials": {
+    kind: "string",
+    help: "Docker config.json with upstream credentials per registry (its auths section)",
+    commands: SERVE,
+  },
+  "upstream-timeout": {
+    kind: "duration",
+    default: "30s",
+    help: "Longest wait for an upstream registry's (or token server's) response headers, and longest pause inside a body",
+    commands: SERVE,
+  },
+  "cache-size": {
+    kind: "string",
+    help: "Disk bound of the local store: bytes (20Gi) or a percentage of its filesystem (50%); least recently used content beyond it is evicted (unbounded when not set)",
+    commands: ["serve", "gc"],
+  },
+  "cache-ttl": {
+    kind: "duration",
+    help: "Evict content not used for this long (e.g. 168h)",
+    commands: ["serve", "gc"],
+  },
+  "dry-run": { kind: "boolean", default: false, help: "Report what would be evicted without removing anything", commands: ["gc"] },
   "router-addr": { kind: "address", default: ":5001", help: "Address of the libp2p router (TCP)", commands: SERVE },
   "dht-protocol": {
     kind: "string",

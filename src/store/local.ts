@@ -6,6 +6,7 @@
 // Safe under concurrent readers and writers in this and other processes (kagami import
 // while kagami serve runs): readers only ever see complete, verified files.
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
+import { dirname } from "node:path";
 import { DigestMismatchError, InvalidError, NotFoundError } from "../errors.ts";
 import {
   formatTagReference,
@@ -138,6 +139,19 @@ export class LocalStore implements WritableStore {
       await rm(temp, { force: true });
       throw e;
     }
+    this.watcher.poke();
+    return this.describe(digest);
+  }
+
+  /**
+   * Publishes a temp file that a writer created at layout.tempPath() and whose bytes it
+   * verified against the descriptor (the growing ingest of store/local-ingest.ts).
+   */
+  async adopt(temp: string, descriptor: Descriptor): Promise<Descriptor> {
+    if (dirname(temp) !== this.layout.ingest) throw new InvalidError("adopt takes only files of the ingest directory");
+    const { digest } = descriptor;
+    if (isManifestMediaType(descriptor.mediaType)) await this.writeAtomic(this.layout.mediaPath(digest), descriptor.mediaType);
+    await rename(temp, this.layout.blobPath(digest));
     this.watcher.poke();
     return this.describe(digest);
   }
