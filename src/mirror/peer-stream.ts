@@ -1,0 +1,172 @@
+// The body of a blob fetched from peers, as the client sees it: one uninterrupted stream.
+// - Pull-based (highWaterMark 0): a chunk is read from the peer only when the client wants
+//   one, so a slow client back-pressures the peer and only the chunk in hand is buffered.
+// - Resume: when the peer errors, ends early or stalls, the rest is asked from another
+//   provider with `Range: bytes=<next>-<end>`.
+// - Verify: for a whole blob the bytes are hashed as they pass and the final chunk is held
+//   back until the digest matches. On a mismatch the stream errors, so the client's
+//   connection is cut and it never sees a complete wrong blob as a success.
+import { createHash, type Hash } from "node:crypto";
+import { parseDigest, type ByteRange, type Digest } from "../oci/index.ts";
+import type { Peer } from "../routing/router.ts";
+import type { Budget } from "./budget.ts";
+
+/** A peer response whose body carries bytes from `offset` on. */
+export interface BlobSource {
+  peer: Peer;
+  body: ReadableStream<Uint8Array>;
+  /** Aborts the request behind body. */
+  abort: AbortController;
+}
+
+export interface BlobStreamInit {
+  digest: Digest;
+  /** The bytes the client gets (the whole blob when it asked for no range). */
+  range: ByteRange;
+  /** true when range is the whole blob: only then can the digest be checked. */
+  verify: boolean;
+  first: BlobSource;
+  /** Another provider's answer for bytes [offset, range.end], or undefined when none is left. */
+  resume: (offset: number, failed: ReadonlySet<string>, signal: AbortSignal) => Promise<BlobSource | undefined>;
+  /** A read that waits this long for bytes gives the peer up. */
+  stallTimeoutMs: number;
+  /** Most resumes of one download. */
+  maxResumes: number;
+  budget: Budget;
+  /** The client's request signal. */
+  signal: AbortSignal;
+  onResume?: (from: Peer, offset: number, reason: string) => void;
+  /** Bytes hashed to another digest: every peer that served a part of them. */
+  onMismatch?: (peers: Peer[], actual: Digest) => void;
+  /** The stream ended: how many bytes went out and whether it completed. */
+  onEnd?: (bytes: number, complete: boolean, error?: string) => void;
+}
+
+/** What is used of a stream reader (Bun's and node's reader types differ). */
+interface ChunkReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+  cancel(reason?: unknown): Promise<void>;
+}
+type ReadResult = { done: boolean; value?: Uint8Array };
+
+export class StalledError extends Error {
+  override readonly name = "StalledError";
+}
+
+export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array> {
+  const expected = init.range.end - init.range.start + 1;
+  const hash: Hash | undefined = init.verify ? createHash(parseDigest(init.digest).algorithm) : undefined;
+  const failed = new Set<string>();
+  const contributors: Peer[] = [init.first.peer];
+  let source: BlobSource | undefined = init.first;
+  let reader: ChunkReader | undefined = init.first.body.getReader();
+  let sent = 0;
+  let resumes = 0;
+  let held = 0; // bytes of the chunk last handed on, released when the next pull shows it was taken
+  let finished = false;
+
+  const releaseHeld = (): void => {
+    if (held > 0) init.budget.release(held);
+    held = 0;
+  };
+  const dropSource = (reason: unknown): void => {
+    reader?.cancel(reason).catch(() => {});
+    source?.abort.abort(reason);
+    reader = undefined;
+    source = undefined;
+  };
+  const end = (complete: boolean, error?: string): void => {
+    if (finished) return;
+    finished = true;
+    releaseHeld();
+    dropSource(new Error(error ?? "done"));
+    init.onEnd?.(sent, complete, error);
+  };
+
+  const readWithStall = async (r: ChunkReader): Promise<ReadResult> => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stall = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StalledError(`no bytes for ${init.stallTimeoutMs} ms`)), init.stallTimeoutMs);
+    });
+    try {
+      return await Promise.race([r.read(), stall]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  // Replaces the failed source by another provider's answer for the rest; false when none is left.
+  const switchSource = async (reason: string): Promise<boolean> => {
+    const from = source?.peer;
+    if (from) failed.add(from.id);
+    dropSource(new Error(reason));
+    if (from) init.onResume?.(from, init.range.start + sent, reason);
+    while (resumes < init.maxResumes && !init.signal.aborted) {
+      resumes++;
+      const next = await init.resume(init.range.start + sent, failed, init.signal);
+      if (!next) return false;
+      source = next;
+      reader = next.body.getReader();
+      if (!contributors.some((p) => p.id === next.peer.id)) contributors.push(next.peer);
+      return true;
+    }
+    return false;
+  };
+
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        releaseHeld();
+        try {
+          for (;;) {
+            if (init.signal.aborted) throw init.signal.reason ?? new Error("client went away");
+            let result: ReadResult | undefined;
+            let failure: string | undefined;
+            try {
+              result = reader ? await readWithStall(reader) : undefined;
+              if (!result) failure = "no source";
+              else if (result.done || !result.value) failure = `peer ended after ${sent} of ${expected} bytes`;
+            } catch (e) {
+              failure = e instanceof StalledError ? e.message : `peer stream failed: ${(e as Error)?.message ?? e}`;
+            }
+            if (failure !== undefined || !result?.value) {
+              if (await switchSource(failure ?? "no source")) continue;
+              throw new Error(`download of ${init.digest} stopped at ${sent} of ${expected} bytes: ${failure}`);
+            }
+            let chunk = result.value;
+            if (chunk.byteLength === 0) continue;
+            // A peer that sends more than asked is cut at the end of the range.
+            if (sent + chunk.byteLength > expected) chunk = chunk.subarray(0, expected - sent);
+            await init.budget.acquire(chunk.byteLength, init.signal);
+            held = chunk.byteLength;
+            hash?.update(chunk);
+            sent += chunk.byteLength;
+            if (sent < expected) {
+              controller.enqueue(chunk);
+              return;
+            }
+            // The final chunk: handed on only when the whole blob hashes to its digest.
+            if (hash) {
+              const actual = `${parseDigest(init.digest).algorithm}:${hash.digest("hex")}` as Digest;
+              if (actual !== init.digest) {
+                init.onMismatch?.(contributors, actual);
+                throw new Error(`peer bytes hash to ${actual}, not ${init.digest}`);
+              }
+            }
+            controller.enqueue(chunk);
+            controller.close();
+            end(true);
+            return;
+          }
+        } catch (e) {
+          end(false, (e as Error)?.message ?? String(e));
+          controller.error(e);
+        }
+      },
+      cancel(reason) {
+        end(false, `client cancelled: ${(reason as Error)?.message ?? reason ?? ""}`);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
