@@ -41,7 +41,15 @@ export function createMemoryCgroup(opts: MemoryCgroupOptions): MemoryCgroup {
   mkdirSync(path);
   const read = (file: string) => readFileSync(join(path, file), "utf8");
   const removeSync = () => {
-    if (existsSync(path)) rmdirSync(path);
+    // At exit the processes were just SIGKILLed; the kernel frees the cgroup a moment later.
+    for (let attempt = 0; existsSync(path); attempt++) {
+      try {
+        rmdirSync(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EBUSY" || attempt >= 40) throw e;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+      }
+    }
   };
   const release = scope.defer(`cgroup ${path}`, () => remove(), removeSync);
   try {
@@ -63,15 +71,19 @@ export function createMemoryCgroup(opts: MemoryCgroupOptions): MemoryCgroup {
   };
   const usage = () => Number(read(version === 1 ? "memory.usage_in_bytes" : "memory.current").trim());
   const remove = async () => {
-    await waitFor(`cgroup ${path} to be removable`, () => {
-      try {
-        removeSync();
-        return true;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "EBUSY") return false;
-        throw e;
-      }
-    }, { timeoutMs: 5000 });
+    await waitFor(
+      `cgroup ${path} to be removable`,
+      () => {
+        try {
+          if (existsSync(path)) rmdirSync(path);
+          return true;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "EBUSY") return false;
+          throw e;
+        }
+      },
+      { timeoutMs: 5000 },
+    );
     release();
   };
   return {

@@ -1,4 +1,17 @@
 // The e2e/integration test rig. Tests import from here; see each module for details.
+//
+//   afterAll(() => teardown());                       // stops/deletes everything below, also on failure
+//   requireTools("skopeo", "umoci", "docker-registry"); // fails (never skips) when missing
+//   const image = await buildIndex({ dir: join(tempDir("t"), "layout"), tag: "v1",
+//     images: ["linux/amd64", "linux/arm64"].map((platform) => ({ platform, layers: [{ files: { "big.bin": 64 << 20 } }] })) });
+//   const upstream = await startRegistry();           // or { tokenAuth: await startTokenServer({ users }) }
+//   await pushImage(image, { registry: upstream.host, repo: "test/app" });
+//   const node = await startKagami({ flags: { ... } });
+//   const mark = await upstream.mark();
+//   const pulled = await pullImage({ registry: node.host, repo: "test/app", reference: "v1" });
+//   expect(digestsOf(pulled)).toEqual(digestsOf(image));
+//   expect(await upstream.count({ since: mark })).toBe(0);
+//   const net = await createNetwork({ nodes: ["registry", "node1", "node2"] }); // then { node: net.node("node1") }
 export { rootScope, Scope, teardown, tempDir } from "./cleanup.ts";
 export { createMemoryCgroup, type MemoryCgroup, type MemoryCgroupOptions } from "./cgroup.ts";
 export {

@@ -43,8 +43,10 @@ export interface Kagami {
   readonly host: string;
   readonly dataDir: string;
   readonly node: NsTarget | undefined;
-  /** The argv after `serve`, to restart with the same flags. */
+  /** The argv after `serve`. */
   readonly args: readonly string[];
+  /** The options with dataDir and registryAddr filled in: startKagami(k.options) restarts the same node. */
+  readonly options: KagamiOptions;
   stop(timeoutMs?: number): Promise<void>;
 }
 
@@ -93,6 +95,7 @@ export async function startKagami(opts: KagamiOptions = {}): Promise<Kagami> {
     dataDir,
     node: opts.node,
     args: args.slice(1),
+    options: { ...opts, dataDir, registryAddr },
     async stop(timeoutMs) {
       await proc.stop(timeoutMs);
     },

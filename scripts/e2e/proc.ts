@@ -179,6 +179,7 @@ export async function run(cmd: readonly string[], opts: RunOptions = {}): Promis
   const env = { ...process.env, ...opts.env };
   for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
   const timeoutMs = opts.timeoutMs ?? 60_000;
+  const started = performance.now();
   const child = Bun.spawn(argv, {
     cwd: opts.cwd,
     env: env as Record<string, string>,
@@ -197,6 +198,7 @@ export async function run(cmd: readonly string[], opts: RunOptions = {}): Promis
     child.exited,
   ]);
   clearTimeout(timer);
+  if (process.env.KAGAMI_RIG_TRACE === "1") console.error(`[rig] ${Math.round(performance.now() - started)} ms, exit ${code}: ${argv.join(" ")}`);
   const result = { code, stdout, stderr };
   if (timedOut) throw new Error(`${argv.join(" ")}: timed out after ${timeoutMs} ms\n${stderr.trim()}`);
   if (code !== 0 && !opts.allowFailure) {

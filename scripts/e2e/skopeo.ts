@@ -1,7 +1,7 @@
 // skopeo as the reference client: push built images to a registry and pull images back into
 // an OCI layout, over plain HTTP, with our own accept-anything policy (a fresh machine may
 // have no /etc/containers/policy.json).
-import { writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { rootScope, type Scope } from "./cleanup.ts";
 import { readLayout, type Built, type Platform } from "./image.ts";
@@ -26,23 +26,25 @@ export interface CopyOptions {
   scope?: Scope;
 }
 
-const policies = new WeakMap<Scope, string>();
+const configDirs = new WeakMap<Scope, string>();
 
-function policyFile(scope: Scope): string {
-  let path = policies.get(scope);
-  if (!path) {
-    path = join(scope.tempDir("skopeo"), "policy.json");
-    writeFileSync(path, JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));
-    policies.set(scope, path);
+/** A temp dir with policy.json, per scope; rewritten after the scope's teardown removed it. */
+function configDir(scope: Scope): string {
+  let dir = configDirs.get(scope);
+  if (!dir || !existsSync(join(dir, "policy.json"))) {
+    dir = scope.tempDir("skopeo");
+    writeFileSync(join(dir, "policy.json"), JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));
+    configDirs.set(scope, dir);
   }
-  return path;
+  return dir;
 }
 
 /** `skopeo copy` between any two transports (oci:DIR:TAG, docker://HOST/REPO:TAG). */
 export async function skopeoCopy(src: string, dest: string, opts: CopyOptions = {}): Promise<void> {
   const skopeo = requireTool("skopeo");
   const scope = opts.scope ?? rootScope;
-  const args = [skopeo, "--policy", policyFile(scope)];
+  const dir = configDir(scope);
+  const args = [skopeo, "--policy", join(dir, "policy.json")];
   if (opts.platform) {
     args.push("--override-os", opts.platform.os, "--override-arch", opts.platform.architecture);
     if (opts.platform.variant) args.push("--override-variant", opts.platform.variant);
@@ -55,7 +57,7 @@ export async function skopeoCopy(src: string, dest: string, opts: CopyOptions = 
   if (opts.destCreds) args.push("--dest-creds", `${opts.destCreds.username}:${opts.destCreds.password}`);
   args.push(src, dest);
   // No auth file or registries.conf from the machine leaks into the test.
-  const env = { REGISTRY_AUTH_FILE: join(scope.tempDir("skopeo-auth"), "auth.json"), CONTAINERS_REGISTRIES_CONF: "/dev/null" };
+  const env = { REGISTRY_AUTH_FILE: join(dir, "auth.json"), CONTAINERS_REGISTRIES_CONF: "/dev/null" };
   await run(args, { netns: opts.netns, env, timeoutMs: opts.timeoutMs ?? 120_000 });
 }
 

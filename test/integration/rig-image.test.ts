@@ -3,7 +3,7 @@
 // platform with the right digests.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { buildImage, buildIndex, readLayout, type BuiltImage, type BuiltIndex } from "../../scripts/e2e/image.ts";
 import { run } from "../../scripts/e2e/proc.ts";
@@ -65,6 +65,8 @@ describe("buildImage", () => {
       expect(bytes.length).toBe(b.size);
     }
     expect(image.size).toBe(image.blobs.reduce((n, b) => n + b.size, 0));
+    // No garbage from intermediate umoci steps.
+    expect(readdirSync(join(image.layout, "blobs/sha256")).length).toBe(image.blobs.length);
     await expect(readLayout(image.layout, "v1", { verify: true })).resolves.toEqual(image);
   });
 
@@ -97,5 +99,6 @@ describe("buildIndex", () => {
     expect(parsed.manifests.map((m) => [m.digest, m.size])).toEqual(index.images.map((i) => [i.manifest.digest, i.manifest.size]));
     const all = new Set([index.index.digest, ...index.images.flatMap((i) => i.blobs.map((b) => b.digest))]);
     expect(new Set(index.blobs.map((b) => b.digest))).toEqual(all);
+    expect(new Set(readdirSync(join(index.layout, "blobs/sha256")).map((hex) => `sha256:${hex}`))).toEqual(all);
   });
 });

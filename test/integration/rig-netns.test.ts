@@ -12,6 +12,9 @@ import { httpStatus, run, waitForHttp } from "../../scripts/e2e/proc.ts";
 import { startRegistry, type Registry } from "../../scripts/e2e/registry.ts";
 import { requireNetns, requireTools } from "../../scripts/e2e/require.ts";
 import { pullImage, pushImage } from "../../scripts/e2e/skopeo.ts";
+import { startTokenServer } from "../../scripts/e2e/token-server.ts";
+
+const USER = { username: "rig", password: "s3cret" };
 
 const scope = new Scope("rig-netns");
 let net: Network;
@@ -20,7 +23,7 @@ let image: BuiltImage;
 
 beforeAll(async () => {
   requireNetns();
-  requireTools("docker-registry", "skopeo", "umoci", "tc");
+  requireTools("docker-registry", "skopeo", "umoci", "tc", "openssl");
   image = await buildImage({ dir: join(tempDir("rig-netns"), "layout"), tag: "v1", layers: [{ files: { a: "a" } }, { files: { "b.bin": 500_000 } }] });
   net = await createNetwork({ nodes: ["registry", "a", "b"], scope });
   registry = await startRegistry({ node: net.node("registry"), scope });
@@ -94,6 +97,19 @@ describe("network namespaces on a bridge", () => {
     await hostNet.teardown();
     expect((await run(["ip", "-4", "route", "show"])).stdout).not.toContain(hostNet.subnet);
   });
+
+  test("a registry behind token auth inside a namespace, with the token server on the bridge's host address", async () => {
+    const authNet = await createNetwork({ nodes: ["registry", "client"], hostAddress: true, scope });
+    const tokens = await startTokenServer({ hostname: authNet.hostIp!, users: [USER], scope });
+    const authRegistry = await startRegistry({ name: "ns-token-registry", node: authNet.node("registry"), tokenAuth: tokens, scope });
+    const client = authNet.node("client").netns;
+    await pushImage(image, { registry: authRegistry.host, repo: "rig/app", creds: USER, netns: client, scope });
+    const pulled = await pullImage({ registry: authRegistry.host, repo: "rig/app", reference: "v1", netns: client, scope });
+    expect(digestsOf(pulled)).toEqual(digestsOf(image));
+    expect(tokens.requests.filter((t) => t.status === 200).length).toBeGreaterThanOrEqual(2);
+    for (const n of (await authRegistry.blobServes()).values()) expect(n).toBe(1);
+    await authNet.teardown();
+  }, 30_000);
 
   test("teardown deletes every namespace, bridge and veth it created", async () => {
     const names = [net.bridge, ...net.nodes.flatMap((n) => [n.netns, n.hostVeth])];

@@ -116,6 +116,9 @@ describe("startKagami", () => {
     expect((await fetch(`${k.url}/v2/`)).status).toBe(200);
     await k.stop();
     expect(k.proc.exitStatus?.code).toBe(0);
+    const again = await startKagami(k.options);
+    expect([again.url, again.dataDir]).toEqual([k.url, k.dataDir]);
+    await again.stop();
   });
 
   test("refuses mDNS outside a namespace", async () => {
