@@ -154,4 +154,32 @@ describe("ContainerdStore after a CRI pull", () => {
     await waitFor("tag-added after restart", () => events.slice(mark).some((e) => e.type === "tag-added"), { timeoutMs: 10_000 });
     expect((await store.resolve(ref)).digest).toBe(image.index.digest as Digest);
   }, 60_000);
+
+  test("a store opened before containerd is up waits for it, then serves from its content directory", async () => {
+    await containerd.stop();
+    const early = await ContainerdStore.open({
+      socket: containerd.socket,
+      namespace: "k8s.io",
+      waitForContainerd: true,
+      feed: { minBackoffMs: 50, maxBackoffMs: 500 },
+    });
+    const seen: StoreEvent[] = [];
+    const ac = new AbortController();
+    (async () => {
+      for await (const ev of early.watch(ac.signal)) seen.push(ev);
+    })();
+    try {
+      expect(early.healthy()).toBe(false);
+      await expect(early.resolve(ref)).rejects.toThrow();
+      await containerd.restart();
+      await waitFor("healthy", () => early.healthy(), { timeoutMs: 10_000 });
+      await waitFor("resync", () => seen.some((e) => e.type === "resync"), { timeoutMs: 10_000 });
+      expect((await early.resolve(ref)).digest).toBe(image.index.digest as Digest);
+      const layer = amd64().layers[0]!;
+      await waitFor("content directory discovered", async () => (await early.open(layer.digest as Digest)).kind === "file", { timeoutMs: 10_000 });
+    } finally {
+      ac.abort();
+      await early.close();
+    }
+  }, 60_000);
 });

@@ -13,7 +13,8 @@ export const DEFAULT_CONTENT_PATH = "/var/lib/containerd/io.containerd.content.v
 export class BlobAccess {
   constructor(
     private readonly client: ContainerdClient,
-    readonly contentPath: string,
+    /** Set later when containerd was not up to say where it is. */
+    public contentPath: string,
   ) {}
 
   /** <content-path>/blobs/<algorithm>/<hex>; the digest is validated, so the path stays inside. */

@@ -32,6 +32,11 @@ export interface ContainerdStoreOptions {
   logger?: Logger;
   callTimeoutMs?: number;
   feed?: FeedOptions;
+  /**
+   * Start (unhealthy) when containerd does not answer yet, and connect when it does, instead
+   * of failing: a node's kagami may start before its containerd.
+   */
+  waitForContainerd?: boolean;
 }
 
 /** true when a containerd answers on the socket within the timeout (for --store auto). */
@@ -53,14 +58,19 @@ export class ContainerdStore implements Store {
   private readonly mediaTypes = new MediaTypes();
   private readonly withdrawals: Withdrawals;
   private readonly feed: EventFeed;
-  private isHealthy = true;
+  private isHealthy: boolean;
+  /** The content directory is still to be asked of containerd (it was down at open). */
+  private discoverContentPath: boolean;
 
   private constructor(
     private readonly client: ContainerdClient,
     private readonly blobs: BlobAccess,
     private readonly log: Logger,
     feedOptions: FeedOptions,
+    state: { healthy: boolean; discoverContentPath: boolean },
   ) {
+    this.isHealthy = state.healthy;
+    this.discoverContentPath = state.discoverContentPath;
     this.withdrawals = new Withdrawals(
       (digest) => this.held(digest),
       (digest) => this.hub.publish({ type: "digest-removed", digest }),
@@ -85,12 +95,17 @@ export class ContainerdStore implements Store {
     try {
       version = await client.version();
     } catch (e) {
-      client.close();
-      throw new UnavailableError(`containerd does not answer on ${opts.socket}: ${(e as Error).message}`);
+      if (!opts.waitForContainerd) {
+        client.close();
+        throw new UnavailableError(`containerd does not answer on ${opts.socket}: ${(e as Error).message}`);
+      }
+      log.warn({ socket: opts.socket, err: (e as Error).message }, "containerd does not answer yet; waiting for it");
+      const blobs = new BlobAccess(client, opts.contentPath ?? DEFAULT_CONTENT_PATH);
+      return new ContainerdStore(client, blobs, log, opts.feed ?? {}, { healthy: false, discoverContentPath: opts.contentPath === undefined });
     }
     const contentPath = opts.contentPath ?? (await client.contentRoot().catch(() => undefined)) ?? DEFAULT_CONTENT_PATH;
     log.info({ socket: opts.socket, namespace: opts.namespace, version: version.version, contentPath }, "using containerd");
-    return new ContainerdStore(client, new BlobAccess(client, contentPath), log, opts.feed ?? {});
+    return new ContainerdStore(client, new BlobAccess(client, contentPath), log, opts.feed ?? {}, { healthy: true, discoverContentPath: false });
   }
 
   get contentPath(): string {
@@ -163,8 +178,18 @@ export class ContainerdStore implements Store {
   }
 
   private setHealthy(ok: boolean): void {
-    if (ok !== this.isHealthy) this.log.info({ healthy: ok }, ok ? "containerd answers again" : "containerd is unreachable");
+    if (ok !== this.isHealthy) this.log.info({ healthy: ok }, ok ? "containerd answers" : "containerd is unreachable");
     this.isHealthy = ok;
+    if (ok && this.discoverContentPath) {
+      this.discoverContentPath = false;
+      this.client
+        .contentRoot()
+        .then((root) => {
+          if (root) this.blobs.contentPath = root;
+          this.log.info({ contentPath: this.blobs.contentPath }, "using containerd's content directory");
+        })
+        .catch(() => (this.discoverContentPath = true));
+    }
   }
 
   /** Size of held content, undefined when absent from the namespace. */
