@@ -5,6 +5,7 @@ import { formatAddress } from "../config.ts";
 import { DebugState } from "../observability/debug.ts";
 import { createLogger, type Logger } from "../observability/log.ts";
 import { createMetrics } from "../observability/metrics.ts";
+import { sdNotify, startWatchdog } from "../observability/sd-notify.ts";
 import { startObservabilityServer } from "../observability/server.ts";
 import { createRegistryApp } from "../registry/app.ts";
 import { Health } from "../registry/health.ts";
@@ -27,7 +28,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const log = createLogger(config.logLevel as "info");
   const node = await startNode(config, log);
+  // systemd (Type=notify): the unit is active once the registry listens.
+  sdNotify("READY=1");
+  const stopWatchdog = startWatchdog();
   await waitForSignal();
+  sdNotify("STOPPING=1");
+  stopWatchdog();
   log.info({ timeoutMs: config.shutdownTimeout }, "shutting down");
   await node.stop(config.shutdownTimeout);
   log.info("stopped");
