@@ -7,6 +7,11 @@ type CommandMain = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, { about: string; load: () => Promise<CommandMain> }> = {
   serve: { about: "Run the registry mirror (the default)", load: async () => (await import("./serve.ts")).serveCommand },
   import: { about: "Put an image from an OCI layout into the local store", load: async () => (await import("./import.ts")).importCommand },
+  configure: {
+    about: "Point containerd's registry mirrors (certs.d hosts.toml) at kagami",
+    load: async () => (await import("./configure.ts")).configureCommand,
+  },
+  cleanup: { about: "Restore containerd's registry configuration from before configure", load: async () => (await import("./cleanup.ts")).cleanupCommand },
   version: { about: "Print version, commit and Bun version", load: async () => (await import("./version.ts")).versionCommand },
 };
 

@@ -9,6 +9,7 @@ import { sdNotify, startWatchdog } from "../observability/sd-notify.ts";
 import { startObservabilityServer } from "../observability/server.ts";
 import { createRegistryApp } from "../registry/app.ts";
 import { Health } from "../registry/health.ts";
+import { ContainerdStore, containerdAnswers } from "../store/containerd/index.ts";
 import { LocalStore } from "../store/local.ts";
 import type { Store } from "../store/store.ts";
 import { parseArgs, usage } from "./flags.ts";
@@ -48,7 +49,18 @@ export interface RunningNode {
 export async function startNode(config: Config, log: Logger): Promise<RunningNode> {
   const health = new Health();
   const local = await LocalStore.open(config.dataDir);
+  // containerd first (what the node already pulled), kagami's own store second.
   const stores: Store[] = [local];
+  if (config.store === "containerd" || (config.store === "auto" && (await containerdAnswers(config.containerdSock)))) {
+    const containerd = await ContainerdStore.open({
+      socket: config.containerdSock,
+      namespace: config.containerdNamespace,
+      contentPath: config.containerdContentPath,
+      logger: log,
+      waitForContainerd: config.store === "containerd",
+    });
+    stores.unshift(containerd);
+  }
   for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
 
   const metrics = createMetrics();
