@@ -96,6 +96,14 @@ export async function startRouter(config: RouterConfig, log: Logger): Promise<St
     });
   };
   node.addEventListener("peer:discovery", onDiscovery as never);
+  // kad-dht keeps a peer in its table after it is gone (it only evicts when a bucket is full),
+  // so the table would never empty, readiness would never drop and bootstrap never re-run.
+  // A peer that comes back is added again when it connects.
+  const table = (node.services.dht as unknown as { routingTable?: { remove?(id: unknown): Promise<void> } }).routingTable;
+  const onDisconnect = (evt: CustomEvent<unknown>): void => {
+    table?.remove?.(evt.detail)?.catch(() => {});
+  };
+  node.addEventListener("peer:disconnect", onDisconnect as never);
 
   let router: P2PRouter | undefined;
   const tableSize = (): number => router?.status().routingTableSize ?? 0;
@@ -113,6 +121,7 @@ export async function startRouter(config: RouterConfig, log: Logger): Promise<St
     onClose: async () => {
       stop.abort();
       node.removeEventListener("peer:discovery", onDiscovery as never);
+      node.removeEventListener("peer:disconnect", onDisconnect as never);
       await loop;
     },
   });
