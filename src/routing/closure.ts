@@ -12,6 +12,9 @@ import {
 } from "../oci/index.ts";
 import type { Store } from "../store/store.ts";
 
+/** What the closure walk reads: one store, or several seen as one. */
+export type ContentReader = Pick<Store, "describe" | "open">;
+
 /** Nesting of indexes followed (an index of indexes is rare; deeper is refused). */
 const MAX_DEPTH = 4;
 
@@ -23,7 +26,7 @@ const MAX_DEPTH = 4;
  * skips children missing from the content store, #1386).
  * `held` (a full digest list) saves one describe() per blob during a full pass.
  */
-export async function holdsClosure(store: Store, root: Descriptor, held?: ReadonlySet<Digest>): Promise<boolean> {
+export async function holdsClosure(store: ContentReader, root: Descriptor, held?: ReadonlySet<Digest>): Promise<boolean> {
   const has = async (digest: Digest): Promise<boolean> => {
     if (held) return held.has(digest);
     try {
@@ -61,7 +64,7 @@ export async function holdsClosure(store: Store, root: Descriptor, held?: Readon
   }
 }
 
-async function readManifest(store: Store, digest: Digest): Promise<Uint8Array> {
+async function readManifest(store: ContentReader, digest: Digest): Promise<Uint8Array> {
   const content = await store.open(digest);
   if (content.size > MAX_MANIFEST_BYTES) {
     if (content.kind === "stream") await content.body.cancel();

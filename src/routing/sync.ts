@@ -5,8 +5,9 @@
 import type { Logger } from "../observability/log.ts";
 import { errorMessage } from "../errors.ts";
 import { formatTagReference, type Digest, type TagReference } from "../oci/index.ts";
-import type { Store, StoreEvent } from "../store/store.ts";
-import { holdsClosure } from "./closure.ts";
+import { NotFoundError } from "../errors.ts";
+import type { Content, Store, StoreEvent } from "../store/store.ts";
+import { holdsClosure, type ContentReader } from "./closure.ts";
 import { digestKey, tagKey } from "./keys.ts";
 import type { Router } from "./router.ts";
 
@@ -14,7 +15,8 @@ import type { Router } from "./router.ts";
 const MAX_PENDING_EVENTS = 10_000;
 
 export interface SyncOptions {
-  store: Store;
+  /** Every store the registry serves from (containerd and kagami's own): a key is held while any holds it. */
+  stores: readonly Store[];
   router: Router;
   /** --advertise-interval: full pass + reprovide. */
   intervalMs: number;
@@ -32,6 +34,7 @@ export class AdvertiseSync {
   /** Tags held (advertised or waiting for their closure), by key. */
   readonly #tags = new Map<string, TagReference>();
   #chain: Promise<void> = Promise.resolve();
+  readonly #union: UnionReader;
   #recheckTimer: ReturnType<typeof setTimeout> | undefined;
   #intervalTimer: ReturnType<typeof setInterval> | undefined;
   #loop: Promise<void> | undefined;
@@ -42,6 +45,7 @@ export class AdvertiseSync {
   constructor(opts: SyncOptions) {
     this.#opts = opts;
     this.#log = opts.log.child({ component: "sync" });
+    this.#union = new UnionReader(opts.stores);
   }
 
   /** Keys currently advertised (debug page, metrics, tests). */
@@ -52,8 +56,7 @@ export class AdvertiseSync {
   /** Subscribes to the store, then runs the first full pass. */
   start(): void {
     if (this.#loop) return;
-    const events = this.#opts.store.watch(this.#stop.signal);
-    this.#loop = this.#consume(events);
+    this.#loop = Promise.all(this.#opts.stores.map((store) => this.#consume(store.watch(this.#stop.signal)))).then(() => {});
     this.#schedule(() => this.#fullPass());
     this.#intervalTimer = setInterval(() => this.#schedule(() => this.#fullPass()), this.#opts.intervalMs);
     this.#intervalTimer.unref?.();
@@ -92,7 +95,8 @@ export class AdvertiseSync {
     this.#pending = [];
     if (events.some((e) => e.type === "resync")) return this.#fullPass();
     const added = events.flatMap((e) => (e.type === "digest-added" ? [digestKey(e.digest)] : []));
-    const removed = events.flatMap((e) => (e.type === "digest-removed" ? [digestKey(e.digest)] : []));
+    const removed: string[] = [];
+    for (const e of events) if (e.type === "digest-removed" && !(await this.#union.has(e.digest))) removed.push(digestKey(e.digest));
     await this.#withdraw(removed);
     await this.#advertise(added);
     for (const event of events) await this.#apply(event);
@@ -116,10 +120,11 @@ export class AdvertiseSync {
     if (event.type === "tag-added") {
       const key = tagKey(event.reference);
       this.#tags.set(key, event.reference);
-      if (await holdsClosure(this.#opts.store, event.descriptor)) await this.#advertise([key]);
+      if (await holdsClosure(this.#union, event.descriptor)) await this.#advertise([key]);
       else await this.#withdraw([key]); // a tag moved to content not (yet) held
     } else if (event.type === "tag-removed") {
       const key = tagKey(event.reference);
+      if (await this.#tagComplete(event.reference)) return; // another store still holds it
       this.#tags.delete(key);
       await this.#withdraw([key]);
     }
@@ -137,12 +142,7 @@ export class AdvertiseSync {
     const add: string[] = [];
     const remove: string[] = [];
     for (const [key, reference] of this.#tags) {
-      let ok = false;
-      try {
-        ok = await holdsClosure(this.#opts.store, await this.#opts.store.resolve(reference));
-      } catch {
-        ok = false;
-      }
+      const ok = await this.#tagComplete(reference);
       if (ok && !this.#advertised.has(key)) add.push(key);
       if (!ok && this.#advertised.has(key)) remove.push(key);
     }
@@ -150,17 +150,29 @@ export class AdvertiseSync {
     await this.#advertise(add);
   }
 
+  /** Whether any store resolves the tag to a root whose closure is held. */
+  async #tagComplete(reference: TagReference): Promise<boolean> {
+    for (const store of this.#opts.stores) {
+      try {
+        if (await holdsClosure(this.#union, await store.resolve(reference))) return true;
+      } catch {
+        // not in this store
+      }
+    }
+    return false;
+  }
+
   async #fullPass(): Promise<void> {
-    const { store } = this.#opts;
     const held = new Set<Digest>();
-    for await (const digest of store.digests()) held.add(digest);
+    for (const store of this.#opts.stores) for await (const digest of store.digests()) held.add(digest);
     const want = new Set<string>([...held].map(digestKey));
     this.#tags.clear();
     let tags = 0;
-    for await (const { reference, descriptor } of store.tags()) {
+    for (const store of this.#opts.stores) for await (const { reference, descriptor } of store.tags()) {
       const key = tagKey(reference);
+      if (want.has(key)) continue;
       this.#tags.set(key, reference);
-      if (await holdsClosure(store, descriptor, held)) {
+      if (await holdsClosure(this.#union, descriptor, held)) {
         want.add(key);
         tags++;
       } else this.#log.debug({ reference: formatTagReference(reference) }, "tag not advertised: its manifest closure is not held");
@@ -196,4 +208,40 @@ export function startSync(opts: SyncOptions): AdvertiseSync {
   const sync = new AdvertiseSync(opts);
   sync.start();
   return sync;
+}
+
+/** Several stores read as one: a manifest in containerd and its layer in kagami's store still make a closure. */
+class UnionReader implements ContentReader {
+  constructor(readonly stores: readonly Store[]) {}
+
+  async has(digest: Digest): Promise<boolean> {
+    try {
+      await this.describe(digest);
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    }
+  }
+
+  async describe(digest: Digest) {
+    return this.#first((s) => s.describe(digest));
+  }
+
+  async open(digest: Digest): Promise<Content> {
+    return this.#first((s) => s.open(digest));
+  }
+
+  async #first<T>(op: (s: Store) => Promise<T>): Promise<T> {
+    let last: unknown = new NotFoundError("no store");
+    for (const store of this.stores) {
+      try {
+        return await op(store);
+      } catch (e) {
+        last = e;
+        if (!(e instanceof NotFoundError)) throw e;
+      }
+    }
+    throw last;
+  }
 }

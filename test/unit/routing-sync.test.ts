@@ -44,7 +44,7 @@ function setup(intervalMs = 600_000) {
     for await (const p of other.lookup(k, 1, AbortSignal.timeout(1000))) if (p.id === "holder") return true;
     return false;
   };
-  return { store, node, other, found, start: () => (sync = startSync({ store, router: node, intervalMs, log: silentLogger(), recheckDelayMs: 10 })) };
+  return { store, node, other, found, start: () => (sync = startSync({ stores: [store], router: node, intervalMs, log: silentLogger(), recheckDelayMs: 10 })) };
 }
 
 async function until(check: () => Promise<boolean>, ms = 3000): Promise<boolean> {
@@ -159,5 +159,35 @@ describe("advertising what the store holds", () => {
     expect(await until(async () => rounds.filter((r) => r.length === 5).length >= 3)).toBe(true);
     const full = rounds.find((r) => r.length === 5)!;
     expect(full.sort()).toEqual([img.config, ...img.layers, img.manifest].map((b) => b.descriptor.digest as string).concat(key("4")).sort());
+  });
+
+  test("two stores: a key stays advertised while either holds it; a closure may span both", async () => {
+    const net = new MemoryNetwork();
+    const node = net.join("holder", "http://10.0.0.1:5000");
+    const other = net.join("asker", "http://10.0.0.2:5000");
+    const containerd = new MemoryStore();
+    const own = new MemoryStore();
+    const found = async (k: string): Promise<boolean> => {
+      for await (const p of other.lookup(k, 1, AbortSignal.timeout(1000))) if (p.id === "holder") return true;
+      return false;
+    };
+    const img = image("split");
+    // Manifest and config in one store, the layers in the other.
+    await put(containerd, img.config, img.manifest, img.layers[0]!);
+    await put(own, ...img.layers);
+    await containerd.tag(ref("split"), img.manifest.descriptor);
+    sync = startSync({ stores: [containerd, own], router: node, intervalMs: 600_000, log: silentLogger(), recheckDelayMs: 10 });
+    await sync.idle();
+    expect(await found(key("split"))).toBe(true);
+
+    // Layer 0 is in both: deleting it from one keeps it (and the tag) advertised.
+    await containerd.delete(img.layers[0]!.descriptor.digest);
+    await Bun.sleep(100);
+    await sync.idle();
+    expect(await found(img.layers[0]!.descriptor.digest)).toBe(true);
+    expect(await found(key("split"))).toBe(true);
+    await own.delete(img.layers[0]!.descriptor.digest);
+    expect(await until(async () => !(await found(img.layers[0]!.descriptor.digest)))).toBe(true);
+    expect(await until(async () => !(await found(key("split"))))).toBe(true);
   });
 });
