@@ -17,8 +17,8 @@ export interface ObservabilityOptions {
   address: Address;
   metrics: Metrics;
   debug: DebugState;
-  /** The node's HTTP bootstrap record ({ID, Addrs}); undefined until the router is up. */
-  idRecord?: () => unknown;
+  /** GET /id: the router's bootstrap record handler (--bootstrap-kind http reads it). */
+  idHandler?: (req: Request) => Response | Promise<Response>;
   logger: Logger;
 }
 
@@ -42,11 +42,7 @@ export function createObservabilityApp(opts: Omit<ObservabilityOptions, "address
   });
   app.get("/debug/", (c) => c.redirect("/debug"));
   app.get("/", (c) => c.redirect("/debug"));
-  app.get("/id", (c) => {
-    const record = opts.idRecord?.();
-    if (record === undefined) return c.json({ error: "no router record yet" }, 503);
-    return c.json(record);
-  });
+  app.get("/id", (c) => (opts.idHandler ? opts.idHandler(c.req.raw) : c.json({ error: "no router on this node" }, 404)));
   app.notFound((c) => c.text("not found: try /metrics or /debug\n", 404));
   return app;
 }
