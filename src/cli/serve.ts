@@ -8,6 +8,7 @@ import { createMetrics } from "../observability/metrics.ts";
 import { sdNotify, startWatchdog } from "../observability/sd-notify.ts";
 import { startObservabilityServer } from "../observability/server.ts";
 import { createRegistryApp } from "../registry/app.ts";
+import { startPeerToPeer } from "../mirror/peer-wiring.ts";
 import { Health } from "../registry/health.ts";
 import { ContainerdStore, containerdAnswers } from "../store/containerd/index.ts";
 import { LocalStore } from "../store/local.ts";
@@ -63,12 +64,15 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   }
   for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
 
+  const p2p = await startPeerToPeer(config, { stores, log });
+  health.register("router", p2p.readiness);
   const metrics = createMetrics();
   const { version, commit } = versionInfo();
   const debug = new DebugState({ version, commit, registry: formatAddress(config.registryAddr), "data dir": config.dataDir });
 
   const app = createRegistryApp({
     stores,
+    mirrors: [p2p.mirror],
     defaultRegistry: config.defaultRegistry,
     health,
     logger: log,
@@ -99,6 +103,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       await graceful;
       clearTimeout(timer);
       await observability.stop();
+      await p2p.stop();
       for (const s of stores) await s.close();
     },
   };
