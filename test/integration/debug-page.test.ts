@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { tempDir, teardown } from "../../scripts/e2e/cleanup.ts";
+import type { DebugSnapshot } from "../../src/observability/debug.ts";
 import { buildImage, type BuiltImage } from "../../scripts/e2e/image.ts";
 import { kagamiCommand, startKagami, type Kagami } from "../../scripts/e2e/kagami.ts";
 import { freePort, run } from "../../scripts/e2e/proc.ts";
@@ -100,9 +101,9 @@ describe("/debug in Chromium", () => {
   }, 30_000);
 
   test("the same data as JSON at /debug.json and /debug?format=json", async () => {
-    const a = await (await fetch(`${debugUrl}.json`)).json();
-    const b = await (await fetch(`${debugUrl}?format=json`)).json();
-    expect(a.pulls.map((p: { image: string }) => p.image)).toEqual(["docker.io/team/gone:2.0", "docker.io/team/web:1.0"]);
+    const a = (await (await fetch(`${debugUrl}.json`)).json()) as DebugSnapshot;
+    const b = (await (await fetch(`${debugUrl}?format=json`)).json()) as DebugSnapshot;
+    expect(a.pulls.map((p) => p.image)).toEqual(["docker.io/team/gone:2.0", "docker.io/team/web:1.0"]);
     expect(b.pulls.length).toBe(a.pulls.length);
   });
 });
