@@ -39,9 +39,9 @@ async function timed<T>(scenario: string, note: string, fn: () => Promise<T>): P
 const closure = (image: BuiltImage) => [image.manifest.digest, image.config.digest, ...image.layers.map((l) => l.digest)];
 const hostImage = () => multi.images.find((i) => i.platform.architecture === hostArch)!;
 
-/** Digests among `digests` that `lines` answered with 200 from its containerd store. */
-function servedFromContainerd(lines: ServedLine[], digests: string[]): string[] {
-  return digests.filter((d) => lines.some((l) => l.digest === d && l.status === 200 && l.source === "containerd"));
+/** Digests among `digests` that `lines` answered with 200 from `source`. */
+function servedFrom(source: "containerd" | "peer", lines: ServedLine[], digests: string[]): string[] {
+  return digests.filter((d) => lines.some((l) => l.digest === d && l.status === 200 && l.source === source));
 }
 
 /** Waits until node `via`'s kagami finds the tag and every blob of `image` on its peers. */
@@ -87,7 +87,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (timings.length > 0) {
-    console.log(`e2e containerd cluster timings (${process.env.KAGAMI_BIN ? `KAGAMI_BIN=${process.env.KAGAMI_BIN}` : "bun src/main.ts"}; images: app ${mb(app)}, fresh ${mb(fresh)}, multi/${hostArch} ${mb(hostImage())})`);
+    console.log(`e2e containerd cluster timings (${process.env.KAGAMI_BIN ? `KAGAMI_BIN=${process.env.KAGAMI_BIN}` : "bun src/main.ts"}; images: app ${mb(app)}, fresh ${mb(fresh)}, multi/${hostArch} ${mb(multi && hostImage())})`);
     console.table(timings);
   }
   await cluster?.restoreRegistry().catch(() => undefined);
@@ -135,17 +135,19 @@ describe("a containerd cluster with kagami on every node (CRI PullImage)", () =>
 
     await cluster.cutRegistry();
     try {
-      let served = node1.servedMark();
+      let [served1, served2] = [node1.servedMark(), node2.servedMark()];
       const id2 = await timed("peer pull by tag", `app from node1, registry cut`, () => node2.cri.pullImage(cluster.ref("e2e/app", "app"), { timeoutMs: 60_000 }));
       expect(id2).toBe(app.config.digest);
-      expect(servedFromContainerd(node1.served(served), closure(app))).toEqual(closure(app));
+      expect(servedFrom("containerd", node1.served(served1), closure(app))).toEqual(closure(app));
+      expect(servedFrom("peer", node2.served(served2), closure(app))).toEqual(closure(app));
 
       await removeFrom(node2, cluster.ref("e2e/app", "app"));
-      served = node1.servedMark();
+      [served1, served2] = [node1.servedMark(), node2.servedMark()];
       const byDigest = cluster.ref("e2e/app", app.manifest.digest);
       const id3 = await timed("peer pull by digest", `app@digest from node1, registry cut`, () => node2.cri.pullImage(byDigest, { timeoutMs: 60_000 }));
       expect(id3).toBe(app.config.digest);
-      expect(servedFromContainerd(node1.served(served), closure(app))).toEqual(closure(app));
+      expect(servedFrom("containerd", node1.served(served1), closure(app))).toEqual(closure(app));
+      expect(servedFrom("peer", node2.served(served2), closure(app))).toEqual(closure(app));
     } finally {
       await cluster.restoreRegistry();
     }
@@ -157,13 +159,17 @@ describe("a containerd cluster with kagami on every node (CRI PullImage)", () =>
     await waitReachable(node2, "e2e/multi", "multi", hostImage());
     await cluster.cutRegistry();
     try {
-      const served = node1.servedMark();
+      const [served, served2] = [node1.servedMark(), node2.servedMark()];
       const id = await timed("peer pull of an index", `multi (linux/${hostArch} of 2 platforms) from node1, registry cut`, () =>
         node2.cri.pullImage(cluster.ref("e2e/multi", "multi"), { timeoutMs: 60_000 }),
       );
       expect(id).toBe(hostImage().config.digest);
-      const lines = node1.served(served);
-      expect(servedFromContainerd(lines, [multi.index.digest, ...closure(hostImage())])).toEqual([multi.index.digest, ...closure(hostImage())]);
+      const held = [multi.index.digest, ...closure(hostImage())];
+      expect(servedFrom("containerd", node1.served(served), held)).toEqual(held);
+      expect(servedFrom("peer", node2.served(served2), held)).toEqual(held);
+      // Nothing of the other platform was asked for: node 1 does not hold it.
+      const other = multi.images.find((i) => i.platform.architecture === otherArch)!;
+      expect(node1.served(served).filter((l) => l.digest !== undefined && closure(other).includes(l.digest))).toEqual([]);
     } finally {
       await cluster.restoreRegistry();
     }
@@ -199,6 +205,7 @@ describe("a containerd cluster with kagami on every node (CRI PullImage)", () =>
   test("containerd on node 1 restarts: kagami reconnects and re-advertises, node 2 pulls from node 1 again", async () => {
     const [node1, node2] = [cluster.node(1), cluster.node(2)];
     const kagamiPid = node1.kagami.proc.pid;
+    const logBefore = node1.kagami.proc.log().length;
     await removeFrom(node2, cluster.ref("e2e/multi", "multi"));
     const restarted = performance.now();
     await timed("containerd restart", "node1's containerd stopped and started (same root)", () => node1.containerd.restart());
@@ -215,20 +222,31 @@ describe("a containerd cluster with kagami on every node (CRI PullImage)", () =>
 
     await cluster.cutRegistry();
     try {
-      const served = node1.servedMark();
+      const [served, served2] = [node1.servedMark(), node2.servedMark()];
       const id = await timed("peer pull after restart", "multi + after from node1, registry cut", async () => {
         expect(await node2.cri.pullImage(cluster.ref("e2e/multi", "multi"), { timeoutMs: 60_000 })).toBe(hostImage().config.digest);
         return node2.cri.pullImage(cluster.ref("e2e/after", "after"), { timeoutMs: 60_000 });
       });
       expect(id).toBe(after.config.digest);
       const lines = node1.served(served);
-      expect(servedFromContainerd(lines, closure(hostImage()))).toEqual(closure(hostImage()));
-      expect(servedFromContainerd(lines, closure(after))).toEqual(closure(after));
+      expect(servedFrom("containerd", lines, closure(hostImage()))).toEqual(closure(hostImage()));
+      expect(servedFrom("containerd", lines, closure(after))).toEqual(closure(after));
+      const fromPeer = [...closure(hostImage()), ...closure(after)];
+      expect(servedFrom("peer", node2.served(served2), fromPeer)).toEqual(fromPeer);
     } finally {
       await cluster.restoreRegistry();
     }
     expect(node1.kagami.proc.running()).toBe(true);
     expect(node1.kagami.proc.pid).toBe(kagamiPid);
+    // kagami saw containerd go away and come back, resynchronised and advertised again.
+    const messages = node1.kagami.proc
+      .log()
+      .slice(logBefore)
+      .split("\n")
+      .flatMap((l) => (l.startsWith("{") ? [String((JSON.parse(l) as { msg?: unknown }).msg)] : []));
+    const back = messages.indexOf("containerd event stream is back; resynchronising");
+    expect(back).toBeGreaterThan(-1);
+    expect(messages.indexOf("advertising held content", back)).toBeGreaterThan(back);
   }, 180_000);
 
   test("configure then cleanup leaves certs.d byte-identical, and containerd then pulls without kagami", async () => {
