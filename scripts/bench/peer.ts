@@ -1,0 +1,105 @@
+// Benchmark of the peer path: node A holds the blobs, node C holds nothing and serves them
+// from A (two kagami processes on 127.0.0.2 and 127.0.0.4, static bootstrap, mDNS off).
+// (a) time to first byte of a small peer-hit blob through C, p50/p99 over N requests;
+// (b) throughput of a large blob through C versus straight from A; (c) C's RSS during (b).
+//   bun scripts/bench/peer.ts [--requests 500] [--size-mib 1024]
+import { parseArgs } from "node:util";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { spawnProcess, waitFor, waitForHttp, freePort, run } from "../e2e/proc.ts";
+import { tempDir, teardown } from "../e2e/cleanup.ts";
+import { requireTools } from "../e2e/require.ts";
+import { LocalStore } from "../../src/store/local.ts";
+import { DigestVerifier } from "../../src/store/verify.ts";
+import { loadOrCreatePeerKey } from "../../src/routing/peer-key.ts";
+import type { Digest } from "../../src/oci/index.ts";
+import { peakRss, sampleRss } from "./rss.ts";
+
+const { values } = parseArgs({ options: { requests: { type: "string", default: "500" }, "size-mib": { type: "string", default: "1024" } } });
+const requests = Number(values.requests);
+const sizeMib = Number(values["size-mib"]);
+requireTools("curl");
+const A = "127.0.0.2";
+const C = "127.0.0.4";
+
+async function ingest(dataDir: string, path: string): Promise<Digest> {
+  const v = new DigestVerifier(`sha256:${"0".repeat(64)}` as Digest);
+  for await (const chunk of Bun.file(path).stream()) v.update(chunk);
+  const digest = v.digest();
+  const store = await LocalStore.open(dataDir);
+  await store.ingest({ mediaType: "application/octet-stream", digest, size: Bun.file(path).size }, Bun.file(path).stream());
+  await store.close();
+  return digest;
+}
+
+async function curl(url: string): Promise<{ seconds: number; bytes: number }> {
+  const r = await run(["curl", "-sf", "--max-time", "600", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url], { timeoutMs: 650_000 });
+  const [bytes, seconds] = r.stdout.trim().split(" ").map(Number);
+  return { bytes: bytes ?? 0, seconds: seconds ?? 0 };
+}
+
+async function main(): Promise<void> {
+  const dir = tempDir("bench-peer");
+  const dataA = join(dir, "a");
+  const dataC = join(dir, "c");
+  mkdirSync(dataC, { recursive: true });
+  console.error(`making a ${sizeMib} MiB blob on A…`);
+  await run(["sh", "-c", `head -c ${sizeMib}M /dev/urandom > ${dir}/big.bin && head -c 4096 /dev/urandom > ${dir}/small.bin`], { timeoutMs: 300_000 });
+  const big = await ingest(dataA, `${dir}/big.bin`);
+  const small = await ingest(dataA, `${dir}/small.bin`);
+  await run(["rm", "-f", `${dir}/big.bin`]);
+
+  const registryPort = await freePort(A);
+  const routerPort = await freePort(A);
+  const idA = peerIdFromPrivateKey((await loadOrCreatePeerKey(dataA)).key).toString();
+  const bin = process.env.KAGAMI_BIN ? [process.env.KAGAMI_BIN] : ["bun", "src/main.ts"];
+  const start = async (name: string, host: string, dataDir: string, bootstrap: string[]) =>
+    spawnProcess({
+      name,
+      cmd: [...bin, "serve", "--mdns=false", "--log-level=warn", `--data-dir=${dataDir}`, `--registry-addr=${host}:${registryPort}`,
+        `--router-addr=${host}:${routerPort}`, `--metrics-addr=${host}:${await freePort(host)}`, ...bootstrap],
+    });
+  await start("kagami-a", A, dataA, []);
+  const c = await start("kagami-c", C, dataC, ["--bootstrap-kind=static", `--static-bootstrap-peers=/ip4/${A}/tcp/${routerPort}/p2p/${idA}`]);
+  await waitForHttp(`http://${A}:${registryPort}/readyz`);
+  await waitForHttp(`http://${C}:${registryPort}/readyz`);
+  const via = (host: string, digest: Digest) => `http://${host}:${registryPort}/v2/bench/blob/blobs/${digest}?ns=bench.test`;
+  await waitFor("C finds the blobs on A", async () => (await fetch(via(C, small), { method: "HEAD" })).status === 200 && (await fetch(via(C, big), { method: "HEAD" })).status === 200, { timeoutMs: 30_000 });
+
+  const ttfb: number[] = [];
+  for (let i = 0; i < requests; i++) {
+    const t = performance.now();
+    const res = await fetch(via(C, small));
+    const reader = res.body!.getReader();
+    await reader.read();
+    ttfb.push(performance.now() - t);
+    while (!(await reader.read()).done);
+    if (res.status !== 200) throw new Error(`request ${i}: ${res.status}`);
+  }
+  ttfb.sort((x, y) => x - y);
+  const pct = (p: number) => ttfb[Math.min(ttfb.length - 1, Math.floor((p / 100) * ttfb.length))]!;
+
+  const direct = await curl(via(A, big));
+  const rss = sampleRss(c.pid, 50);
+  const through = await curl(via(C, big));
+  const peak = peakRss(rss);
+  for (const r of [direct, through]) if (r.bytes !== sizeMib * 2 ** 20) throw new Error(`got ${r.bytes} bytes`);
+  const gbps = (r: { bytes: number; seconds: number }) => r.bytes / r.seconds / 1e9;
+
+  console.log(`\nPeer path on loopback (A holds, C fetches from A), Bun ${Bun.version}\n`);
+  console.log("| measure | value | target |");
+  console.log("|---|---|---|");
+  console.log(`| (a) TTFB of a 4 KiB peer-hit blob through C, p50 (${requests} requests) | ${pct(50).toFixed(2)} ms | <= 5 ms |`);
+  console.log(`| (a) same, p99 | ${pct(99).toFixed(2)} ms | |`);
+  console.log(`| (b) ${sizeMib} MiB straight from A | ${gbps(direct).toFixed(2)} GB/s | |`);
+  console.log(`| (b) ${sizeMib} MiB through C | ${gbps(through).toFixed(2)} GB/s | |`);
+  console.log(`| (b) ratio through C / from A | ${(gbps(through) / gbps(direct)).toFixed(3)} | >= 0.85 |`);
+  console.log(`| (c) C's peak RSS during (b) | ${(peak / 2 ** 20).toFixed(1)} MiB (before ${(rss.first / 2 ** 20).toFixed(1)} MiB) | |`);
+}
+
+try {
+  await main();
+} finally {
+  await teardown();
+}
