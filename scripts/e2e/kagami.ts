@@ -72,7 +72,7 @@ export async function startKagami(opts: KagamiOptions = {}): Promise<Kagami> {
     "log-level": opts.logLevel ?? "debug",
     ...(opts.node ? {} : { mdns: false }),
     // Host namespace: a free loopback port, so several nodes (and other tests) never share :5001.
-    ...(opts.node ? {} : { "router-addr": `127.0.0.1:${await freePort()}` }),
+    ...(opts.node ? {} : { "router-addr": `127.0.0.1:${await freePort()}`, "metrics-addr": `127.0.0.1:${await freePort()}` }),
     ...(opts.mdns !== undefined ? { mdns: opts.mdns } : {}),
     ...opts.flags,
   };

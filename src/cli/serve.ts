@@ -2,6 +2,7 @@
 // HTTP server, and stops them in reverse order on SIGTERM/SIGINT.
 import type { Config } from "../config.ts";
 import { formatAddress } from "../config.ts";
+import { advertisedCounts } from "../observability/advertised.ts";
 import { DebugState } from "../observability/debug.ts";
 import { createLogger, type Logger } from "../observability/log.ts";
 import { createMetrics } from "../observability/metrics.ts";
@@ -13,6 +14,7 @@ import { Health } from "../registry/health.ts";
 import { ContainerdStore, containerdAnswers } from "../store/containerd/index.ts";
 import { LocalStore } from "../store/local.ts";
 import type { Store } from "../store/store.ts";
+import type { Digest, TagReference } from "../oci/index.ts";
 import { parseArgs, usage } from "./flags.ts";
 import { versionInfo } from "./version.ts";
 
@@ -69,6 +71,15 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   const metrics = createMetrics();
   const { version, commit } = versionInfo();
   const debug = new DebugState({ version, commit, registry: formatAddress(config.registryAddr), "data dir": config.dataDir });
+  metrics.watchRouter(() => p2p.router.status());
+  debug.provide({
+    router: () => p2p.router.status(),
+    advertisedKeys: (limit) => [...p2p.sync.advertised].slice(0, limit),
+  });
+  const advertisedTimer = setInterval(() => void publishAdvertised(), 15_000);
+  advertisedTimer.unref?.();
+  const publishAdvertised = async () =>
+    metrics.setAdvertised(await advertisedCounts(p2p.sync.advertised, (ref) => resolveRoot(stores, ref)));
 
   const app = createRegistryApp({
     stores,
@@ -92,12 +103,13 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   });
   const url = `http://${formatAddress({ hostname: server.hostname ?? "", port: server.port ?? 0 })}`;
   log.info({ addr: url, dataDir: config.dataDir, stores: stores.map((s) => s.name) }, "registry listening");
-  const observability = startObservabilityServer({ address: config.metricsAddr, metrics, debug, logger: log });
+  const observability = startObservabilityServer({ address: config.metricsAddr, metrics, debug, logger: log, idHandler: p2p.idHandler });
 
   return {
     url,
     async stop(deadlineMs) {
       health.drain();
+      clearInterval(advertisedTimer);
       const graceful = server.stop(false);
       const timer = setTimeout(() => void server.stop(true), deadlineMs);
       await graceful;
@@ -107,6 +119,17 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       for (const s of stores) await s.close();
     },
   };
+}
+
+async function resolveRoot(stores: readonly Store[], reference: TagReference): Promise<Digest | undefined> {
+  for (const store of stores) {
+    try {
+      return (await store.resolve(reference)).digest;
+    } catch {
+      // next store
+    }
+  }
+  return undefined;
 }
 
 function waitForSignal(): Promise<string> {

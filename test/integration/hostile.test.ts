@@ -5,7 +5,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir, teardown } from "../../scripts/e2e/cleanup.ts";
-import { freePort, spawnProcess, waitFor, waitForHttp, type Proc } from "../../scripts/e2e/proc.ts";
+import { startKagami } from "../../scripts/e2e/kagami.ts";
+import { spawnProcess, waitFor, type Proc } from "../../scripts/e2e/proc.ts";
 import { requireTools } from "../../scripts/e2e/require.ts";
 import { LocalStore } from "../../src/store/local.ts";
 import { makeSeedImage } from "../store-conformance.ts";
@@ -30,12 +31,9 @@ beforeAll(async () => {
   for (const [digest, b] of image.blobs) await store.ingest({ mediaType: b.mediaType, digest, size: b.bytes.byteLength }, b.bytes);
   await store.tag(image.reference, image.root);
   await store.close();
-  port = await freePort();
-  kagami = spawnProcess({
-    name: "kagami-hostile",
-    cmd: ["bun", "src/main.ts", "serve", "--mdns=false", `--registry-addr=127.0.0.1:${port}`, `--data-dir=${dataDir}`],
-  });
-  await waitForHttp(`http://127.0.0.1:${port}/readyz`);
+  const node = await startKagami({ name: "kagami-hostile", dataDir, logLevel: "info" });
+  kagami = node.proc;
+  port = Number(new URL(node.url).port);
   strace = spawnProcess({ name: "strace", cmd: ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,stat,newfstatat,statx", "-o", join(dir, "strace.log"), "-p", String(kagami.pid)] });
   await waitFor("strace to attach", () => strace.log().length >= 0 && Bun.sleep(500).then(() => true));
 });

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { tempDir, teardown } from "../../scripts/e2e/cleanup.ts";
 import { buildIndex, digestsOf, readLayout, type BuiltIndex } from "../../scripts/e2e/image.ts";
-import { freePort, run, spawnProcess, waitForHttp, type Proc } from "../../scripts/e2e/proc.ts";
+import { startKagami } from "../../scripts/e2e/kagami.ts";
+import { run, type Proc } from "../../scripts/e2e/proc.ts";
 import { skopeoCopy } from "../../scripts/e2e/skopeo.ts";
 
 const KAGAMI = process.env.KAGAMI_BIN ? [process.env.KAGAMI_BIN] : ["bun", "src/main.ts"];
@@ -29,10 +30,9 @@ beforeAll(async () => {
   });
   const imported = await run([...KAGAMI, "import", `--data-dir=${dataDir}`, `${built.layout}:v1`, "docker.io/test/app:v1"]);
   expect(imported.stdout).toContain(built.index.digest);
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  kagami = spawnProcess({ name: "kagami", cmd: [...KAGAMI, "serve", "--mdns=false", `--registry-addr=127.0.0.1:${port}`, `--data-dir=${dataDir}`] });
-  await waitForHttp(`${base}/readyz`);
+  const node = await startKagami({ dataDir, logLevel: "info" });
+  kagami = node.proc;
+  base = node.url;
 });
 
 afterAll(async () => {
