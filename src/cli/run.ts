@@ -12,6 +12,7 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandMain>
     load: async () => (await import("./configure.ts")).configureCommand,
   },
   cleanup: { about: "Restore containerd's registry configuration from before configure", load: async () => (await import("./cleanup.ts")).cleanupCommand },
+  gc: { about: "Evict least recently used content past --cache-size or --cache-ttl", load: async () => (await import("./gc.ts")).gcCommand },
   version: { about: "Print version, commit and Bun version", load: async () => (await import("./version.ts")).versionCommand },
 };
 

@@ -164,13 +164,25 @@ export class CacheGc {
       victims.push(blob);
       held -= blob.size;
     }
-    report.overLimit = limitBytes !== undefined && held + inProgressBytes > limitBytes;
-    report.evicted = victims;
-    report.evictedBytes = victims.reduce((n, b) => n + b.size, 0);
 
     const gone = new Set(victims.map((v) => v.digest));
     // A tag goes with any part of its held closure, and when its root is not held at all.
-    const dropped = (await this.tagClosures()).filter((t) => !t.rootHeld || t.closure.some((d) => gone.has(d)));
+    const closures = await this.tagClosures();
+    const dropped = closures.filter((t) => !t.rootHeld || t.closure.some((d) => gone.has(d)));
+    // What dropped tags held and no remaining tag needs is referenced only through evicted
+    // content: it goes too, so no half image stays behind.
+    const kept = new Set(closures.filter((t) => !dropped.includes(t)).flatMap((t) => t.closure));
+    const byDigest = new Map(blobs.map((b) => [b.digest, b]));
+    for (const digest of dropped.flatMap((t) => t.closure)) {
+      const blob = byDigest.get(digest);
+      if (!blob || gone.has(digest) || kept.has(digest) || pins.has(digest)) continue;
+      gone.add(digest);
+      victims.push(blob);
+      held -= blob.size;
+    }
+    report.overLimit = limitBytes !== undefined && held + inProgressBytes > limitBytes;
+    report.evicted = victims;
+    report.evictedBytes = victims.reduce((n, b) => n + b.size, 0);
     report.droppedTags = dropped.map((t) => t.key);
     if (opts.dryRun || (victims.length === 0 && dropped.length === 0)) return report;
     // Tags first: a tag must never point at content that is already gone.
