@@ -8,10 +8,26 @@ import type { ByteBudget } from "./budget.ts";
 /** Largest chunk handed to the consumer; larger source chunks are split. */
 export const DEFAULT_CHUNK_BYTES = 128 * 1024;
 
+/**
+ * What a source buffers by itself before anyone reads it. Measured with Bun 1.4.5: a fetch()
+ * response body holds about 1.7 MiB per connection in userspace whether or not it is read (50
+ * unread bodies: +86 MiB anonymous RSS), so a proxied stream costs that much before its first
+ * chunk. Reserve it from the budget before opening the source (see reservedBytes): it is what
+ * bounds the number of sources open at once, and so the memory, to O(budget), not O(clients).
+ */
+export const SOURCE_BUFFER_BYTES = 2 * 1024 * 1024;
+
 export interface BudgetedStreamOptions {
   chunkBytes?: number;
   /** Aborting it cancels the source, releases the held bytes and errors the stream. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
+  /**
+   * Bytes the caller acquired from the same budget before it opened the source (normally
+   * SOURCE_BUFFER_BYTES); the stream owns them from then on and releases them when it ends.
+   * They cover the source's own buffers and the chunk being handed on, so such a stream does
+   * not acquire per chunk: holding a reservation while waiting for more could deadlock.
+   */
+  reservedBytes?: number | undefined;
 }
 
 export function budgetedStream(
@@ -25,6 +41,7 @@ export function budgetedStream(
   // Aborted when the stream ends early, so an acquire still queued leaves the budget's queue.
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  let reserved = opts.reservedBytes ?? 0;
   let held = 0; // bytes granted for the source chunk we hold
   let rest: Uint8Array | null = null; // its part not yet handed on
   let finished = false;
@@ -41,6 +58,8 @@ export function budgetedStream(
     opts.signal?.removeEventListener("abort", onAbort);
     stop.abort(reason);
     releaseHeld();
+    if (reserved > 0) budget.release(reserved);
+    reserved = 0;
   };
   const fail = (reason: unknown): void => {
     if (finished) return;
@@ -51,11 +70,25 @@ export function budgetedStream(
   const onAbort = (): void => fail(opts.signal?.reason);
   opts.signal?.addEventListener("abort", onAbort, { once: true });
 
-  // Reads the next non-empty source chunk with its bytes granted; null at the source's end or
-  // when the stream ended while waiting.
+  // Makes the grant match a source chunk of n bytes.
+  const grantFor = async (n: number): Promise<void> => {
+    if (n > held) {
+      // Released first, so a chunk larger than the whole budget is granted alone instead of
+      // deadlocking against our own grant.
+      budget.release(held);
+      held = 0;
+      held = await budget.acquire(n, signal);
+    } else if (n < held) {
+      budget.release(held - n);
+      held = n;
+    }
+  };
+
+  // Reads the next non-empty source chunk, its bytes granted (or covered by the reservation);
+  // null at the source's end or when the stream ended meanwhile.
   const nextSourceChunk = async (): Promise<Uint8Array | null> => {
     for (;;) {
-      held = await budget.acquire(chunkBytes, signal);
+      if (reserved === 0) held = await budget.acquire(chunkBytes, signal);
       if (finished) return (releaseHeld(), null);
       const r = await reader.read();
       if (finished) return (releaseHeld(), null);
@@ -64,19 +97,11 @@ export function budgetedStream(
         controller?.close();
         return null;
       }
-      const chunk = r.value;
-      if (chunk.byteLength > held) {
-        // More than we reserved: reserve all of it (released first, so a chunk larger than
-        // the whole budget cannot deadlock against our own reservation).
-        budget.release(held);
-        held = 0;
-        held = await budget.acquire(chunk.byteLength, signal);
+      if (reserved === 0) {
+        await grantFor(r.value.byteLength);
         if (finished) return (releaseHeld(), null);
-      } else if (chunk.byteLength < held) {
-        budget.release(held - chunk.byteLength);
-        held = chunk.byteLength;
       }
-      if (chunk.byteLength > 0) return chunk;
+      if (r.value.byteLength > 0) return r.value;
     }
   };
 

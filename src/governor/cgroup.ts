@@ -29,6 +29,8 @@ export interface MemorySample {
   workingSet: number | null;
   /** OOM kills in the cgroup so far: memory.events (v2) / memory.oom_control (v1, kernel >= 4.13). */
   oomKills: number | null;
+  /** True when this process is the only one in the cgroup (its figures are then kagami's own). */
+  alone: boolean | null;
   /** The process's resident set (VmRSS) and its peak (VmHWM). */
   rss: number;
   rssPeak: number | null;
@@ -205,13 +207,21 @@ export function readProcessRss(root = "/"): { rss: number; rssPeak: number | nul
   return { rss: kib("VmRSS") ?? process.memoryUsage().rss, rssPeak: kib("VmHWM") };
 }
 
+// cgroup.procs lists one pid per line; reading stops early, a busy cgroup can be large.
+function aloneIn(dir: string): boolean | null {
+  const procs = readText(join(dir, "cgroup.procs"));
+  if (procs === null) return null;
+  const pids = procs.split("\n", 3).filter((l) => l.trim() !== "");
+  return pids.length === 1;
+}
+
 /** One reading of the cgroup (when there is one) and of the process. */
 export function readMemory(cgroup: MemoryCgroup | null, root = "/"): MemorySample {
   const proc = readProcessRss(root);
   if (cgroup === null) {
-    return { cgroup, limit: null, usage: null, inactiveFile: null, pageCache: null, workingSet: null, oomKills: null, ...proc };
+    return { cgroup, limit: null, usage: null, inactiveFile: null, pageCache: null, workingSet: null, oomKills: null, alone: null, ...proc };
   }
   const c = cgroup.version === 2 ? readV2(cgroup) : readV1(cgroup);
   const workingSet = c.usage === null ? null : Math.max(0, c.usage - (c.inactiveFile ?? 0));
-  return { cgroup, ...c, workingSet, ...proc };
+  return { cgroup, ...c, workingSet, alone: aloneIn(cgroup.dir), ...proc };
 }

@@ -63,8 +63,10 @@ export function dropFileCache(path: string): boolean {
 interface ServedFile {
   size: number;
   lastUse: number;
-  /** Responses still sending it. */
+  /** Responses still sending it (when the caller can tell; see sending()). */
   active: number;
+  /** When its page cache was last dropped; null: never. */
+  droppedAt: number | null;
 }
 
 export interface DropResult {
@@ -74,6 +76,11 @@ export interface DropResult {
 }
 
 export const DEFAULT_MAX_TRACKED_FILES = 4096;
+/**
+ * How long after its last use a file may still be streaming out (a Bun.file response does not
+ * say when sendfile is done) and refilling its page cache.
+ */
+export const DEFAULT_RECENT_MS = 10 * 60_000;
 
 /**
  * Files kagami has served (path, size, last use), to drop their page cache coldest first.
@@ -82,11 +89,13 @@ export const DEFAULT_MAX_TRACKED_FILES = 4096;
 export class ServedFiles {
   readonly #files = new Map<string, ServedFile>(); // insertion order = least recently used first
   readonly #max: number;
+  readonly #recentMs: number;
   readonly #drop: (path: string) => boolean;
   readonly #now: () => number;
 
-  constructor(opts: { maxFiles?: number; drop?: (path: string) => boolean; now?: () => number } = {}) {
+  constructor(opts: { maxFiles?: number; recentMs?: number; drop?: (path: string) => boolean; now?: () => number } = {}) {
     this.#max = opts.maxFiles ?? DEFAULT_MAX_TRACKED_FILES;
+    this.#recentMs = opts.recentMs ?? DEFAULT_RECENT_MS;
     this.#drop = opts.drop ?? dropFileCache;
     this.#now = opts.now ?? Date.now;
   }
@@ -116,37 +125,46 @@ export class ServedFiles {
   #touch(path: string, size: number, activeDelta: number): void {
     const f = this.#files.get(path);
     this.#files.delete(path);
-    this.#files.set(path, { size, lastUse: this.#now(), active: (f?.active ?? 0) + activeDelta });
+    this.#files.set(path, { size, lastUse: this.#now(), active: (f?.active ?? 0) + activeDelta, droppedAt: f?.droppedAt ?? null });
     if (this.#files.size > this.#max) {
       const coldest = this.#files.keys().next().value;
       if (coldest !== undefined) this.#files.delete(coldest);
     }
   }
 
+  // Pages may be cached if the file was used since its last drop, is being sent, or was used
+  // recently enough that a response may still be sending it.
+  #mayBeCached(f: ServedFile, now: number): boolean {
+    return f.droppedAt === null || f.droppedAt <= f.lastUse || f.active > 0 || now - f.lastUse < this.#recentMs;
+  }
+
   /**
-   * Drops page cache of served files, coldest first, until about `targetBytes` were dropped.
-   * Finished files go first; files still being sent only if `includeActive` (their pages are
-   * then read again from disk). Dropped files that are finished are forgotten.
+   * Drops page cache of served files, coldest first, until files of about `targetBytes` were
+   * dropped. Files known to be still sending come last, and only if `includeActive` (their pages
+   * are then read from disk again). Files whose pages cannot be cached any more are skipped.
    */
   dropColdest(targetBytes: number, includeActive = false): DropResult {
     const result: DropResult = { files: 0, bytes: 0 };
-    const passes = includeActive ? [false, true] : [false];
-    for (const active of passes) {
-      for (const [path, f] of [...this.#files]) {
+    const now = this.#now();
+    for (const active of includeActive ? [false, true] : [false]) {
+      for (const [path, f] of this.#files) {
         if (result.bytes >= targetBytes) return result;
-        if (f.active > 0 !== active) continue;
+        if (f.active > 0 !== active || !this.#mayBeCached(f, now)) continue;
         if (this.#drop(path)) {
+          f.droppedAt = now;
           result.files++;
           result.bytes += f.size;
+        } else if (f.active === 0) {
+          // Gone from disk (evicted): nothing to drop any more.
+          this.#files.delete(path);
         }
-        if (f.active === 0) this.#files.delete(path);
       }
     }
     return result;
   }
 
   /** Tracked files, coldest first (for /debug). */
-  list(limit = 20): { path: string; size: number; lastUse: number; active: number }[] {
+  list(limit = 20): ({ path: string } & ServedFile)[] {
     return [...this.#files].slice(0, limit).map(([path, f]) => ({ path, ...f }));
   }
 }

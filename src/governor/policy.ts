@@ -74,12 +74,13 @@ export interface Pressure {
 }
 
 /**
- * The cgroup's figures are used when it has a limit of its own (a container or a service with
- * MemoryMax); an unlimited cgroup may hold the whole session or host, so then the process's
- * RSS stands in.
+ * The cgroup's figures (page cache included) are used when it has a limit or holds kagami alone
+ * (a container or a service, limited or not: Spegel's page cache grew in an unlimited one); a
+ * cgroup shared with other processes (a login session) says little about kagami, so then the
+ * process's RSS stands in.
  */
 export function pressureOf(s: MemorySample): Pressure {
-  if (s.limit !== null && s.workingSet !== null && s.usage !== null) {
+  if ((s.limit !== null || s.alone === true) && s.workingSet !== null && s.usage !== null) {
     return { workingSet: s.workingSet, committed: Math.max(0, s.usage - (s.pageCache ?? 0)), measuredBy: "cgroup" };
   }
   return { workingSet: s.rss, committed: s.rss, measuredBy: "process" };

@@ -6,7 +6,7 @@ import { totalmem } from "node:os";
 import type { Registry } from "prom-client";
 import type { Logger } from "../observability/log.ts";
 import { ByteBudget } from "./budget.ts";
-import { budgetedStream, DEFAULT_CHUNK_BYTES } from "./budget-stream.ts";
+import { budgetedStream, DEFAULT_CHUNK_BYTES, SOURCE_BUFFER_BYTES } from "./budget-stream.ts";
 import { findMemoryCgroup, readMemory, type MemoryCgroup, type MemorySample } from "./cgroup.ts";
 import { registerGovernorMetrics } from "./metrics.ts";
 import { pageCacheControlAvailable, ServedFiles } from "./pagecache.ts";
@@ -34,8 +34,10 @@ export interface GovernorConfig {
 export interface GovernorOptions {
   /** Root under which /proc and the cgroup file systems are read (tests: a fixture directory). */
   root?: string;
-  /** Sampling period, clamped to 100 ms .. 5 s. */
+  /** Sampling period without pressure, clamped to 100 ms .. 5 s (default 500 ms). */
   intervalMs?: number;
+  /** Sampling period under pressure, clamped to 20 ms .. intervalMs (default 100 ms). */
+  pressureIntervalMs?: number;
   /** Overrides the budget derived from the limit. */
   budgetBytes?: number;
   /** Cap on readers queued for the budget (see ByteBudget). */
@@ -77,8 +79,17 @@ export interface GovernorState {
 export interface Governor {
   readonly enabled: boolean;
   readonly budget: ByteBudget;
-  /** Puts a response body under the budget (unchanged when the governor is disabled). */
-  stream(source: ReadableStream<Uint8Array>, signal?: AbortSignal): ReadableStream<Uint8Array>;
+  /**
+   * Waits for the budget a source (a peer's or upstream's fetch body) will buffer by itself:
+   * call it before opening the source, pass the result to stream() as reservedBytes, or
+   * release it on the budget if opening fails.
+   */
+  reserveSource(signal?: AbortSignal): Promise<number>;
+  /**
+   * Puts a body under the budget: chunks are read only when the consumer asks, and only with
+   * budget. Disabled, the source is returned as it is (and a reservation released).
+   */
+  stream(source: ReadableStream<Uint8Array>, opts?: { signal?: AbortSignal; reservedBytes?: number }): ReadableStream<Uint8Array>;
   /**
    * True (and counted) when a new request that needs buffers should be turned away now: the
    * pressure is hard, or so many readers wait for the budget that one more would be refused.
@@ -214,15 +225,33 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
     shed.set(reason, (shed.get(reason) ?? 0) + 1);
   };
 
+  // Under pressure the page cache of files being sent refills fast (hundreds of MiB/s from a
+  // fast disk), so the governor samples and drops more often then.
   const intervalMs = Math.min(5000, Math.max(100, opts.intervalMs ?? 500));
-  const timer = setInterval(doSample, intervalMs);
-  timer.unref();
-  doSample();
+  const pressureIntervalMs = Math.min(intervalMs, Math.max(20, opts.pressureIntervalMs ?? 100));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const tick = (): void => {
+    try {
+      doSample();
+    } catch (e) {
+      log.error({ err: e }, "memory governor sample failed");
+    }
+    if (stopped) return;
+    timer = setTimeout(tick, enabled && level !== "ok" ? pressureIntervalMs : intervalMs);
+    timer.unref();
+  };
+  tick();
 
   const governor: Governor = {
     enabled,
     budget,
-    stream: (source, signal) => (enabled ? budgetedStream(source, budget, { chunkBytes, signal }) : source),
+    reserveSource: (signal) => budget.acquire(SOURCE_BUFFER_BYTES, signal),
+    stream(source, { signal, reservedBytes } = {}) {
+      if (enabled) return budgetedStream(source, budget, { chunkBytes, signal, reservedBytes });
+      if (reservedBytes) budget.release(reservedBytes);
+      return source;
+    },
     shouldShed() {
       if (!enabled) return false;
       const reason = level === "hard" ? "memory_pressure" : budget.full ? "budget_queue_full" : null;
@@ -242,7 +271,8 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
     },
     registerMetrics: (registry) => registerGovernorMetrics(governor, registry),
     stop() {
-      clearInterval(timer);
+      stopped = true;
+      clearTimeout(timer);
     },
   };
   return governor;

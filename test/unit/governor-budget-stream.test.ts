@@ -198,4 +198,44 @@ describe("budgetedStream", () => {
     }
     expect(budget.waiters).toBe(0);
   });
+
+  describe("with a reservation for the source's own buffers", () => {
+    test("takes no per-chunk budget and releases the reservation at the end", async () => {
+      const budget = new ByteBudget({ total: 4 * KiB * 1024 });
+      const reserved = await budget.acquire(2 * KiB * 1024);
+      const chunks = await readAll(budgetedStream(source(4, 256 * KiB).stream, budget, { chunkBytes: 64 * KiB, reservedBytes: reserved }));
+      expect(chunks.length).toBe(16);
+      expect(budget.peakInUse).toBe(2 * KiB * 1024);
+      expect(budget.inUse).toBe(0);
+    });
+
+    test("releases the reservation on cancel, source error and abort", async () => {
+      const budget = new ByteBudget({ total: 8 * KiB * 1024 });
+      const ac = new AbortController();
+      const cancelled = budgetedStream(source(4, KiB).stream, budget, { reservedBytes: await budget.acquire(KiB * 1024) }).getReader();
+      const failing = budgetedStream(source(4, KiB, { failAt: 1 }).stream, budget, { reservedBytes: await budget.acquire(KiB * 1024) }).getReader();
+      const aborted = budgetedStream(source(4, KiB).stream, budget, { reservedBytes: await budget.acquire(KiB * 1024), signal: ac.signal }).getReader();
+      await Promise.all([cancelled.read(), failing.read(), aborted.read()]);
+      expect(budget.inUse).toBe(3 * KiB * 1024);
+      await cancelled.cancel();
+      await expect(failing.read()).rejects.toThrow("peer reset");
+      ac.abort(new Error("gone"));
+      expect(budget.inUse).toBe(0);
+    });
+
+    test("20 sources on a budget of 4 reservations take turns and all finish", async () => {
+      const reservation = 2 * KiB * 1024;
+      const budget = new ByteBudget({ total: 4 * reservation });
+      const all = Promise.all(
+        Array.from({ length: 20 }, async () => {
+          const reserved = await budget.acquire(reservation);
+          return (await readAll(budgetedStream(source(8, 128 * KiB).stream, budget, { reservedBytes: reserved }))).length;
+        }),
+      );
+      expect(budget.waiters).toBe(16);
+      expect((await all).every((n) => n === 8)).toBe(true);
+      expect(budget.peakInUse).toBe(4 * reservation);
+      expect(budget.inUse).toBe(0);
+    });
+  });
 });

@@ -26,6 +26,7 @@ describe("cgroup v1 (hybrid host, kubelet with the cgroupfs driver)", () => {
     // The kubelet's working set: usage - total_inactive_file.
     expect(m.workingSet).toBe(72 * MiB);
     expect(m.oomKills).toBe(2);
+    expect(m.alone).toBe(false);
     expect(m.rss).toBe(40 * MiB);
     expect(m.rssPeak).toBe(50 * MiB);
   });
@@ -46,6 +47,7 @@ describe("cgroup v1 without a limit (docker without a cgroup namespace)", () => 
     expect(m.pageCache).toBe(40 * MiB);
     // A kernel older than 4.13 has no oom_kill line.
     expect(m.oomKills).toBeNull();
+    expect(m.alone).toBe(true);
   });
 });
 
@@ -76,7 +78,7 @@ describe("no cgroup file system (e.g. inside `ip netns exec`, which mounts its o
   test("finds no cgroup and still reads the process's RSS", () => {
     expect(findMemoryCgroup(root)).toBeNull();
     const m = readMemory(null, root);
-    expect(m).toMatchObject({ limit: null, usage: null, workingSet: null, pageCache: null, oomKills: null, rssPeak: null });
+    expect(m).toMatchObject({ limit: null, usage: null, workingSet: null, pageCache: null, oomKills: null, alone: null, rssPeak: null });
     expect(m.rss).toBe(12 * MiB);
   });
 });

@@ -54,35 +54,60 @@ describe.if(process.platform === "linux")("posix_fadvise on Linux", () => {
 describe("ServedFiles", () => {
   const tracker = (maxFiles = 10) => {
     const dropped: string[] = [];
-    let clock = 0;
-    const files = new ServedFiles({ maxFiles, now: () => ++clock, drop: (p) => (dropped.push(p), true) });
-    return { files, dropped };
+    const clock = { now: 0 };
+    const files = new ServedFiles({ maxFiles, recentMs: 1000, now: () => clock.now, drop: (p) => (dropped.push(p), true) });
+    return { files, dropped, clock };
   };
 
-  test("drops finished files coldest first, only as many as needed", () => {
-    const { files, dropped } = tracker();
-    files.served("/a", 100);
-    files.served("/b", 100);
-    files.served("/c", 100);
+  test("drops files coldest first, only as many as needed", () => {
+    const { files, dropped, clock } = tracker();
+    for (const p of ["/a", "/b", "/c"]) {
+      clock.now += 10;
+      files.served(p, 100);
+    }
+    clock.now += 10;
     files.served("/a", 100); // used again: now the hottest
     expect(files.dropColdest(150)).toEqual({ files: 2, bytes: 200 });
     expect(dropped).toEqual(["/b", "/c"]);
-    expect(files.size).toBe(1);
   });
 
-  test("files still being sent are dropped only after every finished one, and only when asked", () => {
-    const { files, dropped } = tracker();
+  test("a file is dropped again only if used since, or recently enough to be still streaming", () => {
+    const { files, dropped, clock } = tracker();
+    files.served("/old", 100);
+    files.served("/hot", 100);
+    clock.now = 500;
+    expect(files.dropColdest(1000)).toEqual({ files: 2, bytes: 200 });
+    // Within the recent window both may still be sending and refilling their cache.
+    clock.now = 900;
+    expect(files.dropColdest(1000).files).toBe(2);
+    // Past it, only the file used since its last drop can hold pages.
+    clock.now = 2000;
+    files.served("/hot", 100);
+    dropped.length = 0;
+    expect(files.dropColdest(1000)).toEqual({ files: 1, bytes: 100 });
+    expect(dropped).toEqual(["/hot"]);
+  });
+
+  test("files known to be still sending are dropped after every other one, and only when asked", () => {
+    const { files, dropped, clock } = tracker();
     const done = files.sending("/live", 1000);
     files.served("/old", 10);
+    clock.now = 10;
     expect(files.dropColdest(500)).toEqual({ files: 1, bytes: 10 });
     expect(dropped).toEqual(["/old"]);
+    clock.now = 5000; // /old's pages are gone for good; /live is still sending however old
     expect(files.dropColdest(500, true)).toEqual({ files: 1, bytes: 1000 });
     expect(dropped).toEqual(["/old", "/live"]);
-    // Still sending: it stays tracked; once done it is an ordinary finished file.
-    expect(files.size).toBe(1);
     done();
     done();
-    expect(files.list()[0]).toMatchObject({ path: "/live", active: 0 });
+    expect(files.list().find((f) => f.path === "/live")).toMatchObject({ active: 0 });
+  });
+
+  test("a file gone from disk is forgotten", () => {
+    const files = new ServedFiles({ drop: () => false });
+    files.served("/evicted", 10);
+    expect(files.dropColdest(100)).toEqual({ files: 0, bytes: 0 });
+    expect(files.size).toBe(0);
   });
 
   test("is capped: past maxFiles the coldest entry is forgotten", () => {

@@ -18,6 +18,7 @@ function reading(over: Partial<MemorySample> = {}): MemorySample {
     pageCache: 10 * MiB,
     workingSet: 40 * MiB,
     oomKills: 0,
+    alone: false,
     rss: 30 * MiB,
     rssPeak: 31 * MiB,
     ...over,
@@ -78,13 +79,21 @@ describe("limit and budget", () => {
     expect(s.budget.total).toBe(12 * MiB);
   });
 
-  test("without a limit anywhere: a quarter of RAM up to 512 MiB, measured by the process's RSS", () => {
+  test("without a limit anywhere, in a shared cgroup: a quarter of RAM up to 512 MiB, measured by the process's RSS", () => {
     current = reading({ limit: null });
     const s = governor().state();
     expect(s.limit).toEqual({ bytes: 512 * MiB, source: "default" });
     expect(s.budget.total).toBe(64 * MiB);
     expect(s.measuredBy).toBe("process");
     expect(s.memory.workingSet).toBe(30 * MiB);
+  });
+
+  test("an unlimited cgroup that holds kagami alone is measured by its working set, page cache included", () => {
+    current = reading({ limit: null, alone: true });
+    const s = governor().state();
+    expect(s.limit.source).toBe("default");
+    expect(s.measuredBy).toBe("cgroup");
+    expect(s.memory.workingSet).toBe(40 * MiB);
   });
 
   test("a limit changed live resizes the budget", () => {
@@ -187,7 +196,9 @@ describe("--memory-governor=false", () => {
     await g.budget.acquire(GiB);
     expect(g.state().budget).toMatchObject({ total: null, inUse: GiB });
     const body = new ReadableStream<Uint8Array>();
-    expect(g.stream(body)).toBe(body);
+    const reservedBytes = await g.reserveSource();
+    expect(g.stream(body, { reservedBytes })).toBe(body);
+    expect(g.budget.inUse).toBe(GiB);
   });
 });
 
