@@ -4,6 +4,9 @@
 // that says what it tried (it goes into the 404's detail so operators see why).
 import type { Digest, TagReference } from "../oci/index.ts";
 
+/** A peer asks this node, a blob's owner, to fetch it upstream for it (mirror/upstream-owner.ts). */
+export const DELEGATED_HEADER = "X-Kagami-Delegated";
+
 export interface MirrorRequest {
   kind: "manifest" | "blob";
   method: "GET" | "HEAD";
@@ -19,6 +22,8 @@ export interface MirrorRequest {
   accept?: string;
   /** Aborts when the client goes away. */
   signal: AbortSignal;
+  /** Another node chose this one to fetch the blob upstream for it (X-Kagami-Delegated): never delegate it again. */
+  delegated?: boolean;
 }
 
 export interface Attempt {

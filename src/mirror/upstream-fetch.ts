@@ -1,18 +1,23 @@
-// One upstream fetch per blob on this node. The first request starts it: the upstream body is
-// written into a growing ingest (store/local-ingest.ts) at the upstream's pace, whatever
-// the clients do; every request for the digest, this one included, reads the growing file.
-// The fetch runs to the end even when its clients leave (the next one wants the layer), is
-// bounded in number, and is cut when the upstream pauses longer than the idle timeout.
+// One upstream fetch per blob on this node. The first request starts it: the body is written
+// into a growing ingest (store/local-ingest.ts) at the source's pace, whatever the clients
+// do; every request for the digest, this one included, reads the growing file. The body
+// comes from the blob's owner in the cluster when that is another node (upstream-owner.ts),
+// else from the upstream registry; an owner that fails is replaced by the upstream from the
+// offset reached. A fetch runs to the end even when its clients leave (the next one wants
+// the layer), is bounded in number, and is cut when its source pauses past the idle timeout.
 import { NotFoundError } from "../errors.ts";
 import { budgetedStream } from "../governor/budget-stream.ts";
 import type { ByteBudget } from "../governor/budget.ts";
 import type { Logger } from "../observability/log.ts";
 import { OCTET_STREAM, type Digest } from "../oci/index.ts";
+import type { Peer } from "../routing/router.ts";
 import type { IngestingStore } from "../store/ingesting.ts";
 import { GrowingIngest } from "../store/local-ingest.ts";
 import type { LocalStore } from "../store/local.ts";
 import { SingleFlightFullError } from "./singleflight.ts";
-import { UpstreamError, type UpstreamClient } from "./upstream-client.ts";
+import { USER_AGENT, UpstreamError, type UpstreamClient } from "./upstream-client.ts";
+import { DELEGATED_HEADER } from "./source.ts";
+import { ownerOf, type ClusterView } from "./upstream-owner.ts";
 
 export interface BlobFetchOptions {
   store: LocalStore;
@@ -20,11 +25,13 @@ export interface BlobFetchOptions {
   client: UpstreamClient;
   budget: ByteBudget;
   logger: Logger;
-  /** Longest pause of the upstream body. */
+  /** Longest pause of a body, and longest wait for an owner's headers. */
   idleTimeoutMs: number;
   /** Most blob fetches at once. */
   maxInflight: number;
-  /** Called when a fetch has its size and starts writing (advertise it), and when it ends. */
+  /** Blob owners across the cluster; without it this node fetches everything itself. */
+  cluster?: ClusterView;
+  /** Called when a fetch from upstream has its size and starts writing (advertise it), and when it ends. */
   onStart?: (digest: Digest, size: number) => void;
   onEnd?: (digest: Digest, ok: boolean, bytes: number) => void;
 }
@@ -33,10 +40,21 @@ export interface BlobSource {
   registry: string;
   repository: string;
   digest: Digest;
+  /** Asked by another node that chose this one as the owner: fetch upstream, never delegate. */
+  delegated?: boolean;
+}
+
+interface Body {
+  from: "upstream" | "owner";
+  peer?: Peer;
+  size: number;
+  body: ReadableStream<Uint8Array>;
+  /** Aborts this body only (an owner's failure must not cancel the upstream fallback). */
+  abort: AbortController;
 }
 
 export class BlobFetches {
-  /** Fetches waiting for upstream headers; once writing, the ingest is in `ingesting`. */
+  /** Fetches waiting for headers; once writing, the ingest is in `ingesting`. */
   private readonly starting = new Map<Digest, Promise<GrowingIngest>>();
   private readonly running = new Set<AbortController>();
   private closed = false;
@@ -48,9 +66,10 @@ export class BlobFetches {
   }
 
   /**
-   * The growing ingest of the digest: the running one, or a new upstream fetch once its
-   * headers arrived. Throws NotFoundError when the upstream does not have it, UpstreamError
-   * when it cannot be reached or refuses, SingleFlightFullError when too many run.
+   * The growing ingest of the digest: the running one, or a new fetch once its headers
+   * arrived. Throws NotFoundError when the upstream does not have it, UpstreamError when it
+   * cannot be reached or refuses, SingleFlightFullError when too many run, AlreadyHeldError
+   * when the store got it meanwhile.
    */
   async join(src: BlobSource): Promise<GrowingIngest> {
     const running = this.opts.ingesting.get(src.digest);
@@ -71,80 +90,148 @@ export class BlobFetches {
   }
 
   private async start(src: BlobSource): Promise<GrowingIngest> {
-    const { client, store, logger } = this.opts;
-    const controller = new AbortController();
-    this.running.add(controller);
-    let res: Response;
+    const fetchAbort = new AbortController();
+    this.running.add(fetchAbort);
+    let first: Body;
     try {
-      res = await client.request({
-        registry: src.registry,
-        repository: src.repository,
-        path: `blobs/${src.digest}`,
-        method: "GET",
-        signal: controller.signal,
-      });
+      const owner = src.delegated || !this.opts.cluster ? undefined : ownerOf(src.digest, this.opts.cluster);
+      first = (owner && (await this.fromOwner(src, owner, fetchAbort.signal))) || (await this.fromUpstream(src, 0, fetchAbort.signal));
     } catch (e) {
-      this.running.delete(controller);
+      this.running.delete(fetchAbort);
       throw e;
     }
-    const size = Number(res.headers.get("Content-Length") ?? NaN);
+    const abandon = async (e: Error): Promise<never> => {
+      this.running.delete(fetchAbort);
+      first.abort.abort(e);
+      await first.body.cancel().catch(() => {});
+      throw e;
+    };
+    // Another request may have finished this digest while we waited for headers.
+    if (await this.opts.store.has(src.digest)) return abandon(new AlreadyHeldError(src.digest));
+    const ingest = await GrowingIngest.start(this.opts.store, { mediaType: OCTET_STREAM, digest: src.digest, size: first.size }).catch(abandon);
+    this.opts.ingesting.add(ingest);
+    if (first.from === "upstream") this.opts.onStart?.(src.digest, first.size);
+    this.opts.logger.info(
+      { digest: src.digest, registry: src.registry, repository: src.repository, bytes: first.size, from: first.peer?.id ?? "upstream", delegated: src.delegated === true },
+      "blob fetch started",
+    );
+    void this.pump(src, ingest, first, fetchAbort);
+    return ingest;
+  }
+
+  /** The upstream's body from offset (a Range when not 0). */
+  private async fromUpstream(src: BlobSource, offset: number, fetchSignal: AbortSignal): Promise<Body> {
+    const abort = new AbortController();
+    const signal = AbortSignal.any([fetchSignal, abort.signal]);
+    const headers: Record<string, string> = offset > 0 ? { Range: `bytes=${offset}-` } : {};
+    const res = await this.opts.client.request({ registry: src.registry, repository: src.repository, path: `blobs/${src.digest}`, method: "GET", headers, signal });
     const fail = async (e: Error): Promise<never> => {
-      this.running.delete(controller);
-      controller.abort(e);
+      abort.abort(e);
       await res.body?.cancel().catch(() => {});
       throw e;
     };
     if (res.status === 404) return fail(new NotFoundError(`${src.registry}/${src.repository} has no blob ${src.digest}`));
-    if (res.status !== 200) return fail(new UpstreamError(`${src.registry} answered ${res.status} for blob ${src.digest}`, res.status));
-    if (!Number.isSafeInteger(size) || size < 0) return fail(new UpstreamError(`${src.registry} sent blob ${src.digest} without a Content-Length`));
+    const size = bodySize(res, offset);
+    if (size === undefined || !res.body) return fail(new UpstreamError(`${src.registry} answered ${res.status} for blob ${src.digest} from ${offset}`, res.status));
     const said = res.headers.get("Docker-Content-Digest");
     if (said && said !== src.digest) return fail(new UpstreamError(`${src.registry} answered blob ${src.digest} with ${said}`));
-    if (!res.body) return fail(new UpstreamError(`${src.registry} sent no body for ${src.digest}`));
-
-    // Another request may have finished this digest while we waited for headers.
-    if (await store.has(src.digest)) return fail(new AlreadyHeldError(src.digest));
-    const ingest = await GrowingIngest.start(store, { mediaType: OCTET_STREAM, digest: src.digest, size }).catch(fail);
-    this.opts.ingesting.add(ingest);
-    this.opts.onStart?.(src.digest, size);
-    logger.info({ digest: src.digest, registry: src.registry, repository: src.repository, bytes: size }, "upstream fetch started");
-    void this.pump(src, ingest, res.body, controller);
-    return ingest;
+    return { from: "upstream", size, body: res.body, abort };
   }
 
-  /** Copies the upstream body into the ingest under the budget, then publishes it. */
-  private async pump(src: BlobSource, ingest: GrowingIngest, body: ReadableStream<Uint8Array>, controller: AbortController): Promise<void> {
+  /** The owner's body (following its fetch), or undefined when it cannot serve it: go upstream. */
+  private async fromOwner(src: BlobSource, owner: Peer, fetchSignal: AbortSignal): Promise<Body | undefined> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new UpstreamError(`owner ${owner.id} sent no headers in time`)), this.opts.idleTimeoutMs);
+    const url = `${owner.url}/v2/${src.repository}/blobs/${src.digest}?ns=${encodeURIComponent(src.registry)}`;
+    try {
+      // Bun sends streamed bodies chunked, without Content-Length: a Range makes the size known.
+      const res = await fetch(url, {
+        headers: { [DELEGATED_HEADER]: "true", Range: "bytes=0-", "User-Agent": USER_AGENT },
+        signal: AbortSignal.any([fetchSignal, abort.signal]),
+        redirect: "error",
+      });
+      const size = bodySize(res, 0);
+      if (size === undefined || !res.body || (res.headers.get("Docker-Content-Digest") ?? src.digest) !== src.digest) {
+        await res.body?.cancel().catch(() => {});
+        this.opts.logger.info({ digest: src.digest, owner: owner.id, status: res.status }, "blob owner cannot serve it: fetching upstream");
+        return undefined;
+      }
+      return { from: "owner", peer: owner, size, body: res.body, abort };
+    } catch (e) {
+      if (fetchSignal.aborted) throw e;
+      this.opts.logger.info({ digest: src.digest, owner: owner.id, err: (e as Error).message }, "blob owner unreachable: fetching upstream");
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Copies bodies into the ingest under the budget, then publishes it. */
+  private async pump(src: BlobSource, ingest: GrowingIngest, first: Body, fetchAbort: AbortController): Promise<void> {
     const { budget, logger, idleTimeoutMs } = this.opts;
     const started = performance.now();
-    let idle: ReturnType<typeof setTimeout> | undefined;
-    const arm = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => controller.abort(new UpstreamError(`upstream paused for more than ${idleTimeoutMs} ms`)), idleTimeoutMs);
-    };
+    let source = first;
     let ok = false;
     try {
-      arm();
-      for await (const chunk of budgetedStream(body, budget, { signal: controller.signal })) {
-        arm();
-        await ingest.write(chunk);
+      for (;;) {
+        try {
+          await this.copy(source, ingest, budget, idleTimeoutMs, fetchAbort.signal);
+          break;
+        } catch (e) {
+          if (source.from !== "owner" || fetchAbort.signal.aborted) throw e;
+          logger.warn({ digest: src.digest, owner: source.peer?.id, offset: ingest.bytesWritten, err: (e as Error).message }, "blob owner failed mid-blob: resuming upstream");
+          source = await this.fromUpstream(src, ingest.bytesWritten, fetchAbort.signal);
+          if (source.size !== ingest.descriptor.size - ingest.bytesWritten) throw new UpstreamError(`upstream resumed ${src.digest} with ${source.size} bytes`);
+        }
       }
-      clearTimeout(idle);
-      if (controller.signal.aborted) throw controller.signal.reason;
       await ingest.finish();
       ok = true;
-      const ms = performance.now() - started;
-      logger.info({ digest: src.digest, registry: src.registry, bytes: ingest.bytesWritten, ms: Math.round(ms) }, "upstream fetch done");
+      logger.info({ digest: src.digest, registry: src.registry, bytes: ingest.bytesWritten, ms: Math.round(performance.now() - started) }, "blob fetch done");
     } catch (e) {
-      clearTimeout(idle);
-      const err = controller.signal.aborted && controller.signal.reason instanceof Error ? controller.signal.reason : toError(e);
-      controller.abort(err);
+      const err = fetchAbort.signal.aborted && fetchAbort.signal.reason instanceof Error ? fetchAbort.signal.reason : toError(e);
+      source.abort.abort(err);
       await ingest.fail(err);
-      logger.warn({ digest: src.digest, registry: src.registry, bytes: ingest.bytesWritten, err: err.message }, "upstream fetch failed");
+      logger.warn({ digest: src.digest, registry: src.registry, bytes: ingest.bytesWritten, err: err.message }, "blob fetch failed");
     } finally {
-      this.running.delete(controller);
+      this.running.delete(fetchAbort);
       this.opts.ingesting.remove(ingest);
       this.opts.onEnd?.(src.digest, ok, ingest.bytesWritten);
     }
   }
+
+  /** One body into the ingest; throws when it breaks, pauses too long, or ends short. */
+  private async copy(source: Body, ingest: GrowingIngest, budget: ByteBudget, idleTimeoutMs: number, fetchSignal: AbortSignal): Promise<void> {
+    const end = ingest.bytesWritten + source.size;
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => source.abort.abort(new UpstreamError(`source paused for more than ${idleTimeoutMs} ms`)), idleTimeoutMs);
+    };
+    const signal = AbortSignal.any([fetchSignal, source.abort.signal]);
+    try {
+      arm();
+      for await (const chunk of budgetedStream(source.body, budget, { signal })) {
+        arm();
+        await ingest.write(chunk);
+      }
+      if (signal.aborted) throw signal.reason;
+      if (ingest.bytesWritten !== end) throw new UpstreamError(`body ended at ${ingest.bytesWritten} of ${end} bytes`);
+    } finally {
+      clearTimeout(idle);
+    }
+  }
+}
+
+/** Bytes a blob answer will carry from offset: 200 at 0 (Content-Length), or a 206 whose range starts there. */
+function bodySize(res: Response, offset: number): number | undefined {
+  if (res.status === 200 && offset === 0) {
+    const n = Number(res.headers.get("Content-Length") ?? NaN);
+    return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+  }
+  if (res.status !== 206) return undefined;
+  const m = res.headers.get("Content-Range")?.match(/^bytes (\d+)-(\d+)\/(\d+)$/);
+  if (!m || Number(m[1]) !== offset || Number(m[2]) !== Number(m[3]) - 1) return undefined;
+  return Number(m[3]) - offset;
 }
 
 /** The digest was published by another writer while this fetch started: read the store. */

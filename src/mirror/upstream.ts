@@ -18,6 +18,7 @@ import { tagReferenceOf, type MirrorRequest, type MirrorResult, type MirrorSourc
 import { UpstreamClient, UpstreamError } from "./upstream-client.ts";
 import { AlreadyHeldError, BlobFetches } from "./upstream-fetch.ts";
 import { UpstreamManifests } from "./upstream-manifest.ts";
+import type { ClusterView } from "./upstream-owner.ts";
 
 /** What the upstream mirror needs of the router: announcing in-progress content. */
 export interface Advertiser {
@@ -40,6 +41,8 @@ export interface UpstreamMirrorOptions {
   logger: Logger;
   /** Announces blobs being fetched (digest keys) so peers follow this node. */
   router?: Advertiser;
+  /** Who owns which blob's upstream fetch across the cluster (routerView(router, registryPort)). */
+  cluster?: ClusterView;
   /** Told when content arrives or starts arriving, to keep the disk bound. */
   gc?: CacheGc;
   /** Where in-progress blobs are registered (shared with the gc and peers); default a new one. */
@@ -92,6 +95,7 @@ export class UpstreamMirror implements MirrorSource {
       logger,
       idleTimeoutMs: config.upstreamTimeout,
       maxInflight,
+      ...(opts.cluster ? { cluster: opts.cluster } : {}),
       onStart: (digest) => {
         opts.gc?.schedule();
         opts.router?.advertise([digest]).catch((e) => logger.debug({ digest, err: errorMessage(e) }, "advertising an upstream fetch failed"));
@@ -144,7 +148,7 @@ export class UpstreamMirror implements MirrorSource {
     const digest = req.digest!;
     if (req.method === "HEAD" && !this.ingesting.get(digest)) return this.headBlob(req, digest);
     try {
-      await this.blobs.join({ registry: req.registry, repository: req.repository, digest });
+      await this.blobs.join({ registry: req.registry, repository: req.repository, digest, delegated: req.delegated === true });
     } catch (e) {
       if (!(e instanceof AlreadyHeldError)) throw e;
     }

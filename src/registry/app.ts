@@ -4,7 +4,7 @@
 // that containerd falls back to the next host.
 import { Hono, type Context } from "hono";
 import type { Logger } from "../observability/log.ts";
-import type { MirrorRequest, MirrorSource, Attempt } from "../mirror/source.ts";
+import { DELEGATED_HEADER, type MirrorRequest, type MirrorSource, type Attempt } from "../mirror/source.ts";
 import { errorMessage, NotFoundError } from "../errors.ts";
 import {
   canonicalRegistry,
@@ -160,6 +160,7 @@ async function handle(c: Context, opts: RegistryOptions): Promise<Response> {
   if ("tag" in route) req.tag = route.tag;
   else req.digest = route.digest;
   if (rangeHeader !== undefined) req.range = rangeHeader;
+  if (c.req.header(DELEGATED_HEADER)?.toLowerCase() === "true") req.delegated = true;
   const accept = c.req.header("Accept");
   if (accept !== undefined) req.accept = accept;
   const attempts: Attempt[] = [];

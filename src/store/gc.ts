@@ -138,7 +138,7 @@ export class CacheGc {
     const { store, limitBytes, ttlMs } = this.opts;
     const blobs = await this.listBlobs();
     const pins = await openBlobs(store.layout.blobs, this.opts.pinScope ?? "self");
-    const inProgressBytes = await this.inProgressBytes();
+    const inProgressBytes = this.opts.ingesting?.inProgressBytes() ?? 0;
     let held = blobs.reduce((n, b) => n + b.size, 0);
     const report: GcReport = {
       heldBytes: held,
@@ -203,14 +203,6 @@ export class CacheGc {
       if (s?.isFile()) out.push({ digest, size: s.size, lastUsedMs: Math.max(s.atimeMs, s.mtimeMs) });
     }
     return out;
-  }
-
-  private async inProgressBytes(): Promise<number> {
-    const ingesting = this.opts.ingesting;
-    if (!ingesting) return 0;
-    let n = 0;
-    for await (const digest of ingesting.digests()) n += (await ingesting.describe(digest).catch(() => ({ size: 0 }))).size;
-    return n;
   }
 
   /** Every tag with the held digests reachable from its root through held manifests. */

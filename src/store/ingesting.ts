@@ -2,7 +2,8 @@
 // by a growing ingest can be served from its first byte (to other clients of this node and
 // to peers asking with X-Spegel-Mirrored), following the writer. Placed after the local
 // store in the registry's store list; once an ingest is published the local store answers.
-// It lists no tags and emits no events: in-progress content is advertised by its fetcher.
+// It lists no tags and no digests and emits no events, so the advertise sync ignores it:
+// in-progress content is advertised by its fetcher (only when it fetches from upstream).
 import { NotFoundError } from "../errors.ts";
 import type { ByteBudget } from "../governor/budget.ts";
 import { OCTET_STREAM, type ByteRange, type Descriptor, type Digest, type TagReference } from "../oci/index.ts";
@@ -65,8 +66,13 @@ export class IngestingStore implements Store {
 
   async *tags(): AsyncIterable<TaggedDescriptor> {}
 
-  async *digests(): AsyncIterable<Digest> {
-    for (const [digest, ingest] of this.ingests) if (ingest.status === "writing") yield digest;
+  async *digests(): AsyncIterable<Digest> {}
+
+  /** Declared bytes of the ingests being written (the disk they are about to take). */
+  inProgressBytes(): number {
+    let n = 0;
+    for (const ingest of this.ingests.values()) if (ingest.status === "writing") n += ingest.descriptor.size;
+    return n;
   }
 
   async *watch(signal: AbortSignal): AsyncIterable<StoreEvent> {
