@@ -53,7 +53,21 @@ interface Body {
   abort: AbortController;
 }
 
+/** Counters for metrics and the debug page (monotonic, since start). */
+export interface BlobFetchStats {
+  /** Blob fetches started, by where their first byte came from. */
+  fromUpstream: number;
+  fromOwner: number;
+  failed: number;
+  /** Owners that failed mid-blob, replaced by the upstream. */
+  resumedUpstream: number;
+  /** Body bytes written, by source. */
+  bytesFromUpstream: number;
+  bytesFromOwners: number;
+}
+
 export class BlobFetches {
+  readonly stats: BlobFetchStats = { fromUpstream: 0, fromOwner: 0, failed: 0, resumedUpstream: 0, bytesFromUpstream: 0, bytesFromOwners: 0 };
   /** Fetches waiting for headers; once writing, the ingest is in `ingesting`. */
   private readonly starting = new Map<Digest, Promise<GrowingIngest>>();
   private readonly running = new Set<AbortController>();
@@ -110,6 +124,8 @@ export class BlobFetches {
     if (await this.opts.store.has(src.digest)) return abandon(new AlreadyHeldError(src.digest));
     const ingest = await GrowingIngest.start(this.opts.store, { mediaType: OCTET_STREAM, digest: src.digest, size: first.size }).catch(abandon);
     this.opts.ingesting.add(ingest);
+    if (first.from === "upstream") this.stats.fromUpstream++;
+    else this.stats.fromOwner++;
     if (first.from === "upstream") this.opts.onStart?.(src.digest, first.size);
     this.opts.logger.info(
       { digest: src.digest, registry: src.registry, repository: src.repository, bytes: first.size, from: first.peer?.id ?? "upstream", delegated: src.delegated === true },
@@ -181,6 +197,7 @@ export class BlobFetches {
           if (source.from !== "owner" || fetchAbort.signal.aborted) throw e;
           logger.warn({ digest: src.digest, owner: source.peer?.id, offset: ingest.bytesWritten, err: (e as Error).message }, "blob owner failed mid-blob: resuming upstream");
           source = await this.fromUpstream(src, ingest.bytesWritten, fetchAbort.signal);
+          this.stats.resumedUpstream++;
           if (source.size !== ingest.descriptor.size - ingest.bytesWritten) throw new UpstreamError(`upstream resumed ${src.digest} with ${source.size} bytes`);
         }
       }
@@ -188,6 +205,7 @@ export class BlobFetches {
       ok = true;
       logger.info({ digest: src.digest, registry: src.registry, bytes: ingest.bytesWritten, ms: Math.round(performance.now() - started) }, "blob fetch done");
     } catch (e) {
+      this.stats.failed++;
       const err = fetchAbort.signal.aborted && fetchAbort.signal.reason instanceof Error ? fetchAbort.signal.reason : toError(e);
       source.abort.abort(err);
       await ingest.fail(err);
@@ -213,6 +231,8 @@ export class BlobFetches {
       for await (const chunk of budgetedStream(source.body, budget, { signal })) {
         arm();
         await ingest.write(chunk);
+        if (source.from === "upstream") this.stats.bytesFromUpstream += chunk.byteLength;
+        else this.stats.bytesFromOwners += chunk.byteLength;
       }
       if (signal.aborted) throw signal.reason;
       if (ingest.bytesWritten !== end) throw new UpstreamError(`body ended at ${ingest.bytesWritten} of ${end} bytes`);

@@ -16,9 +16,11 @@ import { DockerConfigCredentials, NO_CREDENTIALS, type CredentialSource } from "
 import { SingleFlightFullError } from "./singleflight.ts";
 import { tagReferenceOf, type MirrorRequest, type MirrorResult, type MirrorSource } from "./source.ts";
 import { UpstreamClient, UpstreamError } from "./upstream-client.ts";
-import { AlreadyHeldError, BlobFetches } from "./upstream-fetch.ts";
+import { AlreadyHeldError, BlobFetches, type BlobFetchStats } from "./upstream-fetch.ts";
 import { UpstreamManifests } from "./upstream-manifest.ts";
 import type { ClusterView } from "./upstream-owner.ts";
+
+export { routerView } from "./upstream-owner.ts";
 
 /** What the upstream mirror needs of the router: announcing in-progress content. */
 export interface Advertiser {
@@ -120,6 +122,11 @@ export class UpstreamMirror implements MirrorSource {
       if (!(e instanceof NotFoundError)) this.log.warn({ registry: target, repository: req.repository, ref: req.tag ?? req.digest, err: outcome }, "upstream miss");
       return { miss: [{ source: this.name, target, outcome, ms: Math.round(performance.now() - started) }] };
     }
+  }
+
+  /** For metrics and the debug page. */
+  stats(): BlobFetchStats & { inflight: number; cachedTokens: number } {
+    return { ...this.blobs.stats, inflight: this.blobs.inflight, cachedTokens: this.client.cachedTokens };
   }
 
   /** Aborts running fetches. */

@@ -1,11 +1,13 @@
 // The upstream HTTP client against small servers on 127.0.0.1: endpoints, the Bearer and
-// Basic flows, redirects that must not carry credentials elsewhere, the header timeout; and
-// the bounded single-flight map.
+// Basic flows, redirects that must not carry credentials elsewhere, the header timeout; the
+// bounded single-flight map; and the choice of a blob's owner across the cluster.
 import { afterAll, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
 import { NO_CREDENTIALS, type Credential } from "../../src/mirror/credentials.ts";
 import { SingleFlight, SingleFlightFullError } from "../../src/mirror/singleflight.ts";
 import { UpstreamClient, UpstreamError } from "../../src/mirror/upstream-client.ts";
+import { ownerOf, type ClusterView } from "../../src/mirror/upstream-owner.ts";
+import type { Digest } from "../../src/oci/index.ts";
 
 const servers: Server<undefined>[] = [];
 afterAll(() => {
@@ -130,5 +132,40 @@ describe("SingleFlight", () => {
     expect(started).toBe(2);
     expect(flights.size).toBe(0);
     await expect(flights.run("c", async () => 7)).resolves.toBe(7);
+  });
+});
+
+describe("blob owners (rendezvous)", () => {
+  const digests = Array.from({ length: 400 }, (_, i) => `sha256:${i.toString(16).padStart(64, "0")}` as Digest);
+  const view = (selfId: string, peerIds: string[]): ClusterView => ({
+    selfId,
+    peers: () => peerIds.map((id) => ({ id, url: `http://${id}:5000` })),
+  });
+
+  test("every node with the same members picks the same owner, and each node owns a share", () => {
+    const ids = ["a", "b", "c", "d"];
+    const owners = new Map<string, number>();
+    for (const digest of digests) {
+      const picks = ids.map((self) => ownerOf(digest, view(self, ids.filter((x) => x !== self)))?.id ?? self);
+      expect(new Set(picks).size).toBe(1);
+      owners.set(picks[0]!, (owners.get(picks[0]!) ?? 0) + 1);
+    }
+    expect([...owners.keys()].sort()).toEqual(ids);
+    for (const n of owners.values()) expect(n).toBeGreaterThan(50);
+  });
+
+  test("a node alone owns everything; a joining node takes only the digests it now owns", () => {
+    for (const digest of digests.slice(0, 20)) expect(ownerOf(digest, view("a", []))).toBeUndefined();
+    let moved = 0;
+    for (const digest of digests) {
+      const before = ownerOf(digest, view("a", ["b", "c"]))?.id ?? "a";
+      const after = ownerOf(digest, view("a", ["b", "c", "d"]))?.id ?? "a";
+      if (before !== after) {
+        expect(after).toBe("d");
+        moved++;
+      }
+    }
+    expect(moved).toBeGreaterThan(50);
+    expect(moved).toBeLessThan(150);
   });
 });
