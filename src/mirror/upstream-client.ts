@@ -8,6 +8,7 @@ import type { CredentialSource } from "./credentials.ts";
 
 export const USER_AGENT = "kagami";
 const MAX_REDIRECTS = 5;
+const MAX_BASIC_REGISTRIES = 1024;
 
 export class UpstreamError extends Error {
   override readonly name = "UpstreamError";
@@ -45,7 +46,7 @@ export class UpstreamClient {
   private readonly insecure: Set<string>;
   private readonly tokens: TokenCache;
   private readonly fetchFn: typeof fetch;
-  /** Registries that asked for Basic: later requests send it at once. Bounded by the registries configured. */
+  /** Registries that asked for Basic: later requests send it at once (bounded: ?ns= is the client's). */
   private readonly basicRegistries = new Set<string>();
 
   constructor(private readonly opts: UpstreamClientOptions) {
@@ -103,6 +104,7 @@ export class UpstreamClient {
     const credential = this.opts.credentials.get(req.registry);
     if (challenge.scheme === "basic") {
       if (credential?.kind !== "basic") throw new UpstreamError(`${req.registry} asks for Basic credentials and none are configured`, 401);
+      if (this.basicRegistries.size >= MAX_BASIC_REGISTRIES) this.basicRegistries.clear();
       this.basicRegistries.add(req.registry);
       return basicAuthorization(credential);
     }
