@@ -95,7 +95,13 @@ export function nextLevel(current: PressureLevel, p: Pressure, t: Thresholds): P
   return "ok";
 }
 
-/** Page cache to drop to get the working set back under the soft threshold (with the hysteresis). */
-export function pageCacheExcess(p: Pressure, t: Thresholds): number {
+/**
+ * Page cache to drop: none until the working set reaches the soft threshold, then enough to
+ * bring it under the threshold less the hysteresis, until it is there (`dropping`: the previous
+ * call returned more than 0).
+ */
+export function pageCacheExcess(p: Pressure, t: Thresholds, dropping: boolean): number {
+  if (p.measuredBy !== "cgroup") return 0; // page cache is not in an RSS reading
+  if (!dropping && p.workingSet < t.soft) return 0;
   return Math.max(0, p.workingSet - (t.soft - t.hysteresis));
 }

@@ -9,11 +9,11 @@ import { ByteBudget } from "./budget.ts";
 import { budgetedStream, DEFAULT_CHUNK_BYTES, SOURCE_BUFFER_BYTES } from "./budget-stream.ts";
 import { findMemoryCgroup, readMemory, type MemoryCgroup, type MemorySample } from "./cgroup.ts";
 import { registerGovernorMetrics } from "./metrics.ts";
+import { inlineLoop, workerLoop, type PageCacheLoop, type PageCacheStats } from "./pagecache-loop.ts";
 import { pageCacheControlAvailable, ServedFiles } from "./pagecache.ts";
 import {
   defaultBudget,
   nextLevel,
-  pageCacheExcess,
   pressureOf,
   resolveLimit,
   thresholds,
@@ -46,7 +46,10 @@ export interface GovernorOptions {
   /** Memory reader (tests); the default reads the cgroup found under `root`. */
   read?: () => MemorySample;
   gc?: () => void;
+  /** Tracker for the inline page-cache loop (tests); setting it implies no worker. */
   servedFiles?: ServedFiles;
+  /** Run the page-cache loop in a Worker (default: yes, where the cgroup is read for real). */
+  pageCacheWorker?: boolean;
   totalMemory?: number;
   now?: () => number;
 }
@@ -70,8 +73,9 @@ export interface GovernorState {
   };
   /** total is null when unbounded. */
   budget: { total: number | null; inUse: number; peakInUse: number; waiters: number; chunkBytes: number };
-  pageCache: { controllable: boolean; trackedFiles: number; droppedFiles: number; droppedBytes: number };
+  pageCache: ({ controllable: boolean } & PageCacheStats) | null;
   gcRuns: number;
+  samples: number;
   shed: Record<string, number>;
   sampledAt: string;
 }
@@ -111,7 +115,10 @@ export interface Governor {
   stop(): void;
 }
 
+// Under pressure a full GC runs at most every 2 s, and only once the RSS has grown by 4 MiB
+// since the last one: a process that sits at the soft level idle is not collected in a loop.
 const MIN_GC_INTERVAL_MS = 2000;
+const GC_GROWTH_BYTES = 4 * 2 ** 20;
 
 export function createGovernor(config: GovernorConfig, log: Logger, opts: GovernorOptions = {}): Governor {
   const enabled = config.memoryGovernor;
@@ -120,7 +127,6 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
   const cgroup: MemoryCgroup | null = opts.read ? null : findMemoryCgroup(root);
   const read = opts.read ?? (() => readMemory(cgroup, root));
   const gc = opts.gc ?? (() => Bun.gc(true));
-  const files = opts.servedFiles ?? new ServedFiles({ now });
   const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const totalMemory = opts.totalMemory ?? totalmem();
 
@@ -132,9 +138,22 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
   let pressure = pressureOf(sample);
   let level: PressureLevel = "ok";
   let lastGc = -Infinity;
+  let rssAtGc = -Infinity;
   let gcRuns = 0;
-  const dropped = { files: 0, bytes: 0 };
+  let samples = 0;
   const shed = new Map<string, number>();
+
+  // Disabled, nothing is dropped: no loop at all.
+  const inline = (): PageCacheLoop => inlineLoop(opts.servedFiles ?? new ServedFiles({ now }));
+  const useWorker = (opts.pageCacheWorker ?? true) && !opts.servedFiles && cgroup !== null && pageCacheControlAvailable();
+  let pageCache: PageCacheLoop | null = !enabled
+    ? null
+    : useWorker && cgroup
+      ? workerLoop(cgroup, (error) => {
+          log.warn({ err: error }, "page-cache worker failed: dropping page cache from the main thread");
+          pageCache = inline();
+        })
+      : inline();
 
   log.info(
     {
@@ -149,16 +168,13 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
   );
 
   const act = (): void => {
-    if (!enabled || level === "ok") return;
-    const excess = pageCacheExcess(pressure, t);
-    if (excess > 0) {
-      const r = files.dropColdest(excess, true);
-      dropped.files += r.files;
-      dropped.bytes += r.bytes;
-    }
+    if (!enabled) return;
+    pageCache?.sampled(pressure, t);
+    if (level === "ok") return;
     const at = now();
-    if (at - lastGc >= MIN_GC_INTERVAL_MS) {
+    if (at - lastGc >= MIN_GC_INTERVAL_MS && sample.rss >= rssAtGc + GC_GROWTH_BYTES) {
       lastGc = at;
+      rssAtGc = sample.rss;
       gcRuns++;
       gc();
     }
@@ -166,6 +182,7 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
 
   const doSample = (): GovernorState => {
     sample = read();
+    samples++;
     pressure = pressureOf(sample);
     // The limit is read live: a pod resized in place gets a new limit without a restart.
     const nextLimit = resolveLimit(config.memoryLimit, sample.limit, totalMemory);
@@ -210,13 +227,9 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
       waiters: budget.waiters,
       chunkBytes,
     },
-    pageCache: {
-      controllable: pageCacheControlAvailable(),
-      trackedFiles: files.size,
-      droppedFiles: dropped.files,
-      droppedBytes: dropped.bytes,
-    },
+    pageCache: pageCache ? { controllable: pageCacheControlAvailable(), ...pageCache.stats() } : null,
     gcRuns,
+    samples,
     shed: Object.fromEntries(shed),
     sampledAt: new Date(now()).toISOString(),
   });
@@ -260,10 +273,8 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
       return true;
     },
     noteShed,
-    fileSending: (path, size) => (enabled ? files.sending(path, size) : () => {}),
-    noteFileServed(path, size) {
-      if (enabled) files.served(path, size);
-    },
+    fileSending: (path, size) => pageCache?.sending(path, size) ?? (() => {}),
+    noteFileServed: (path, size) => pageCache?.served(path, size),
     sample: doSample,
     state,
     get latest() {
@@ -273,6 +284,7 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
     stop() {
       stopped = true;
       clearTimeout(timer);
+      pageCache?.stop();
     },
   };
   return governor;

@@ -3,6 +3,8 @@ import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adviseDontNeed, dropFileCache, pageCacheControlAvailable, ServedFiles } from "../../src/governor/pagecache.ts";
+import { createGovernor } from "../../src/governor/pressure.ts";
+import { silentLogger } from "../../src/observability/log.ts";
 
 const dir = mkdtempSync(join(tmpdir(), `kagami-pagecache-${process.pid}-`));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -115,5 +117,27 @@ describe("ServedFiles", () => {
     for (const p of ["/1", "/2", "/3", "/4"]) files.served(p, 1);
     expect(files.size).toBe(3);
     expect(files.list().map((f) => f.path)).toEqual(["/2", "/3", "/4"]);
+  });
+});
+
+describe.if(process.platform === "linux")("the page-cache worker", () => {
+  test("drops a served file's pages while the cgroup's working set is above the soft threshold", async () => {
+    // The v2 fixture: working set 100 MiB of a 128 MiB limit, above the soft threshold (64 MiB).
+    const root = join(import.meta.dir, "../fixtures/cgroup/v2");
+    const governor = createGovernor({ memoryGovernor: true }, silentLogger(), { root });
+    try {
+      const path = cachedFile("served-blob", 4 * 2 ** 20);
+      expect(residentBytes(path)).toBeGreaterThan(0);
+      governor.noteFileServed(path, 4 * 2 ** 20);
+      const deadline = Date.now() + 10_000;
+      while ((residentBytes(path) > 0 || (governor.state().pageCache?.droppedFiles ?? 0) === 0) && Date.now() < deadline) {
+        await Bun.sleep(50);
+      }
+      expect(residentBytes(path)).toBe(0);
+      expect(governor.state().pageCache).toMatchObject({ mode: "worker", controllable: true });
+      expect(governor.state().pageCache?.droppedFiles).toBeGreaterThan(0);
+    } finally {
+      governor.stop();
+    }
   });
 });

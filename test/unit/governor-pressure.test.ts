@@ -118,7 +118,7 @@ describe("pressure levels", () => {
     expect(g.shouldShed()).toBe(false);
   });
 
-  test("soft: drops page cache of served files coldest first, runs the GC at most every 2 s, sheds nothing", () => {
+  test("soft: drops page cache of served files coldest first, runs the GC at most every 2 s as the RSS grows, sheds nothing", () => {
     current = loaded(40, 20);
     const g = governor();
     g.noteFileServed("/blobs/cold", 8 * MiB);
@@ -133,9 +133,14 @@ describe("pressure levels", () => {
     expect(g.shouldShed()).toBe(false);
     expect(logs.find((l) => l.msg.startsWith("memory pressure soft"))).toMatchObject({ from: "ok", to: "soft" });
     clock += 1000;
+    current = loaded(40, 32, { rss: 40 * MiB });
     g.sample();
     expect(gcRuns).toBe(1);
     clock += 1000;
+    g.sample();
+    expect(gcRuns).toBe(2);
+    // The RSS has not grown since: no GC however long it stays soft.
+    clock += 10_000;
     g.sample();
     expect(gcRuns).toBe(2);
   });
