@@ -29,6 +29,7 @@ export async function gcCommand(argv: string[]): Promise<number> {
     } catch (e) {
       throw new ConfigError(`--cache-size: ${(e as Error).message}`);
     }
+    // Every process's open files pin: a running `kagami serve` may be sending them.
     const gc = new CacheGc({ store, limitBytes, ttlMs: config.cacheTtl, pinScope: "all" });
     const report = await gc.run({ dryRun: config.dryRun });
     const verb = config.dryRun ? "would evict" : "evicted";

@@ -6,7 +6,7 @@
 // offset reached. A fetch runs to the end even when its clients leave (the next one wants
 // the layer), is bounded in number, and is cut when its source pauses past the idle timeout.
 import { NotFoundError } from "../errors.ts";
-import { budgetedStream } from "../governor/budget-stream.ts";
+import { budgetedStream, SOURCE_BUFFER_BYTES } from "../governor/budget-stream.ts";
 import type { ByteBudget } from "../governor/budget.ts";
 import type { Logger } from "../observability/log.ts";
 import { OCTET_STREAM, type Digest } from "../oci/index.ts";
@@ -51,6 +51,8 @@ interface Body {
   body: ReadableStream<Uint8Array>;
   /** Aborts this body only (an owner's failure must not cancel the upstream fallback). */
   abort: AbortController;
+  /** Budget taken for the body's own read-ahead; the budgeted stream releases it, else whoever drops the body. */
+  reserved: number;
 }
 
 /** Counters for metrics and the debug page (monotonic, since start). */
@@ -116,8 +118,7 @@ export class BlobFetches {
     }
     const abandon = async (e: Error): Promise<never> => {
       this.running.delete(fetchAbort);
-      first.abort.abort(e);
-      await first.body.cancel().catch(() => {});
+      await this.drop(first, e);
       throw e;
     };
     // Another request may have finished this digest while we waited for headers.
@@ -140,8 +141,16 @@ export class BlobFetches {
     const abort = new AbortController();
     const signal = AbortSignal.any([fetchSignal, abort.signal]);
     const headers: Record<string, string> = offset > 0 ? { Range: `bytes=${offset}-` } : {};
-    const res = await this.opts.client.request({ registry: src.registry, repository: src.repository, path: `blobs/${src.digest}`, method: "GET", headers, signal });
+    const reserved = await this.opts.budget.acquire(SOURCE_BUFFER_BYTES, signal);
+    let res: Response;
+    try {
+      res = await this.opts.client.request({ registry: src.registry, repository: src.repository, path: `blobs/${src.digest}`, method: "GET", headers, signal });
+    } catch (e) {
+      this.opts.budget.release(reserved);
+      throw e;
+    }
     const fail = async (e: Error): Promise<never> => {
+      this.opts.budget.release(reserved);
       abort.abort(e);
       await res.body?.cancel().catch(() => {});
       throw e;
@@ -151,7 +160,7 @@ export class BlobFetches {
     if (size === undefined || !res.body) return fail(new UpstreamError(`${src.registry} answered ${res.status} for blob ${src.digest} from ${offset}`, res.status));
     const said = res.headers.get("Docker-Content-Digest");
     if (said && said !== src.digest) return fail(new UpstreamError(`${src.registry} answered blob ${src.digest} with ${said}`));
-    return { from: "upstream", size, body: res.body, abort };
+    return { from: "upstream", size, body: res.body, abort, reserved };
   }
 
   /** The owner's body (following its fetch), or undefined when it cannot serve it: go upstream. */
@@ -159,6 +168,8 @@ export class BlobFetches {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(new UpstreamError(`owner ${owner.id} sent no headers in time`)), this.opts.idleTimeoutMs);
     const url = `${owner.url}/v2/${src.repository}/blobs/${src.digest}?ns=${encodeURIComponent(src.registry)}`;
+    const reserved = await this.opts.budget.acquire(SOURCE_BUFFER_BYTES, fetchSignal);
+    let kept = false;
     try {
       // Bun sends streamed bodies chunked, without Content-Length: a Range makes the size known.
       const res = await fetch(url, {
@@ -172,14 +183,24 @@ export class BlobFetches {
         this.opts.logger.info({ digest: src.digest, owner: owner.id, status: res.status }, "blob owner cannot serve it: fetching upstream");
         return undefined;
       }
-      return { from: "owner", peer: owner, size, body: res.body, abort };
+      kept = true;
+      return { from: "owner", peer: owner, size, body: res.body, abort, reserved };
     } catch (e) {
       if (fetchSignal.aborted) throw e;
       this.opts.logger.info({ digest: src.digest, owner: owner.id, err: (e as Error).message }, "blob owner unreachable: fetching upstream");
       return undefined;
     } finally {
       clearTimeout(timer);
+      if (!kept) this.opts.budget.release(reserved);
     }
+  }
+
+  /** Gives up a body that was not (or not fully) copied, with its reservation. */
+  private async drop(body: Body, reason: Error): Promise<void> {
+    if (body.reserved > 0) this.opts.budget.release(body.reserved);
+    body.reserved = 0;
+    body.abort.abort(reason);
+    await body.body.cancel().catch(() => {});
   }
 
   /** Copies bodies into the ingest under the budget, then publishes it. */
@@ -207,7 +228,7 @@ export class BlobFetches {
     } catch (e) {
       this.stats.failed++;
       const err = fetchAbort.signal.aborted && fetchAbort.signal.reason instanceof Error ? fetchAbort.signal.reason : toError(e);
-      source.abort.abort(err);
+      await this.drop(source, err);
       await ingest.fail(err);
       logger.warn({ digest: src.digest, registry: src.registry, bytes: ingest.bytesWritten, err: err.message }, "blob fetch failed");
     } finally {
@@ -226,9 +247,12 @@ export class BlobFetches {
       idle = setTimeout(() => source.abort.abort(new UpstreamError(`source paused for more than ${idleTimeoutMs} ms`)), idleTimeoutMs);
     };
     const signal = AbortSignal.any([fetchSignal, source.abort.signal]);
+    const reservedBytes = source.reserved;
+    // The budgeted stream owns the reservation from here and releases it when it ends.
+    source.reserved = 0;
     try {
       arm();
-      for await (const chunk of budgetedStream(source.body, budget, { signal })) {
+      for await (const chunk of budgetedStream(source.body, budget, { signal, reservedBytes })) {
         arm();
         await ingest.write(chunk);
         if (source.from === "upstream") this.stats.bytesFromUpstream += chunk.byteLength;

@@ -5,6 +5,7 @@
 // open), found in /proc/<pid>/fd. A tag goes *before* anything its held closure needs, so
 // sync withdraws it and no client resolves a tag whose content then 404s.
 import { readdir, readFile, readlink, stat, statfs, utimes } from "node:fs/promises";
+import { ConfigError } from "../config.ts";
 import type { Logger } from "../observability/log.ts";
 import { formatTagReference, isManifestMediaType, MAX_MANIFEST_BYTES, parseManifest, type Digest, type TagReference } from "../oci/index.ts";
 import { parseBytes } from "../units.ts";
@@ -53,6 +54,25 @@ export async function resolveCacheSize(spec: string, dir: string): Promise<numbe
   if (!(p > 0 && p <= 100)) throw new Error(`cache size ${JSON.stringify(spec)}: a percentage must be in (0, 100]`);
   const fs = await statfs(dir);
   return Math.floor((Number(fs.blocks) * Number(fs.bsize) * p) / 100);
+}
+
+/** The gc of `kagami serve` from its flags; a bad --cache-size is a ConfigError. */
+export async function createCacheGc(opts: {
+  store: LocalStore;
+  cacheSize: string | undefined;
+  cacheTtl: number | undefined;
+  ingesting?: IngestingStore;
+  logger?: Logger;
+}): Promise<CacheGc> {
+  let limitBytes: number | undefined;
+  try {
+    if (opts.cacheSize !== undefined) limitBytes = await resolveCacheSize(opts.cacheSize, opts.store.layout.root);
+  } catch (e) {
+    throw new ConfigError(`--cache-size: ${(e as Error).message}`);
+  }
+  const gc = new CacheGc({ store: opts.store, limitBytes, ttlMs: opts.cacheTtl, ...(opts.ingesting ? { ingesting: opts.ingesting } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
+  gc.start();
+  return gc;
 }
 
 const MAX_TOUCH_ENTRIES = 16_384;
