@@ -39,6 +39,13 @@ export type FromWorker = { type: "stats"; samples: number; droppedFiles: number;
 
 export const WORKER_INTERVAL_MS = 25;
 
+// From source the worker sits beside this module. A compiled executable holds its modules
+// under /$bunfs/root/, named relative to the entry points' common directory (src/):
+// scripts/build.ts must list src/governor/pagecache-worker.ts as an entry point.
+function workerSpecifier(): string {
+  return import.meta.url.includes("/$bunfs/") ? "./governor/pagecache-worker.ts" : new URL("./pagecache-worker.ts", import.meta.url).href;
+}
+
 export function inlineLoop(files: ServedFiles): PageCacheLoop {
   let dropping = false;
   const stats: PageCacheStats = { mode: "inline", samples: 0, droppedFiles: 0, droppedBytes: 0 };
@@ -64,7 +71,7 @@ export function inlineLoop(files: ServedFiles): PageCacheLoop {
  * without src/governor/pagecache-worker.ts as an entry point), so the caller can go inline.
  */
 export function workerLoop(cgroup: MemoryCgroup, onFailure: (error: unknown) => void, intervalMs = WORKER_INTERVAL_MS): PageCacheLoop {
-  const worker = new Worker(new URL("./pagecache-worker.ts", import.meta.url).href);
+  const worker = new Worker(workerSpecifier());
   // The worker never keeps the process alive.
   worker.unref();
   const stats: PageCacheStats = { mode: "worker", samples: 0, droppedFiles: 0, droppedBytes: 0 };
