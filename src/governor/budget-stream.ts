@@ -41,28 +41,25 @@ export function budgetedStream(
   // Aborted when the stream ends early, so an acquire still queued leaves the budget's queue.
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
-  let reserved = opts.reservedBytes ?? 0;
-  let held = 0; // bytes granted for the source chunk we hold
-  let rest: Uint8Array | null = null; // its part not yet handed on
-  let finished = false;
+  // What the stream holds of the budget; shared with the finalizer, so it must not refer to the stream.
+  const acct: Account = { budget, held: 0, reserved: opts.reservedBytes ?? 0, finished: false };
+  let rest: Uint8Array | null = null; // the part of the held source chunk not yet handed on
   let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
 
   const releaseHeld = (): void => {
-    if (held > 0) budget.release(held);
-    held = 0;
+    if (acct.held > 0) budget.release(acct.held);
+    acct.held = 0;
     rest = null;
   };
   const end = (reason: unknown): void => {
-    if (finished) return;
-    finished = true;
+    if (acct.finished) return;
     opts.signal?.removeEventListener("abort", onAbort);
     stop.abort(reason);
     releaseHeld();
-    if (reserved > 0) budget.release(reserved);
-    reserved = 0;
+    settle(acct);
   };
   const fail = (reason: unknown): void => {
-    if (finished) return;
+    if (acct.finished) return;
     end(reason);
     reader.cancel(reason).catch(() => {});
     controller?.error(reason);
@@ -72,15 +69,15 @@ export function budgetedStream(
 
   // Makes the grant match a source chunk of n bytes.
   const grantFor = async (n: number): Promise<void> => {
-    if (n > held) {
+    if (n > acct.held) {
       // Released first, so a chunk larger than the whole budget is granted alone instead of
       // deadlocking against our own grant.
-      budget.release(held);
-      held = 0;
-      held = await budget.acquire(n, signal);
-    } else if (n < held) {
-      budget.release(held - n);
-      held = n;
+      budget.release(acct.held);
+      acct.held = 0;
+      acct.held = await budget.acquire(n, signal);
+    } else if (n < acct.held) {
+      budget.release(acct.held - n);
+      acct.held = n;
     }
   };
 
@@ -88,24 +85,24 @@ export function budgetedStream(
   // null at the source's end or when the stream ended meanwhile.
   const nextSourceChunk = async (): Promise<Uint8Array | null> => {
     for (;;) {
-      if (reserved === 0) held = await budget.acquire(chunkBytes, signal);
-      if (finished) return (releaseHeld(), null);
+      if (acct.reserved === 0) acct.held = await budget.acquire(chunkBytes, signal);
+      if (acct.finished) return (releaseHeld(), null);
       const r = await reader.read();
-      if (finished) return (releaseHeld(), null);
+      if (acct.finished) return (releaseHeld(), null);
       if (r.done) {
         end(undefined);
         controller?.close();
         return null;
       }
-      if (reserved === 0) {
+      if (acct.reserved === 0) {
         await grantFor(r.value.byteLength);
-        if (finished) return (releaseHeld(), null);
+        if (acct.finished) return (releaseHeld(), null);
       }
       if (r.value.byteLength > 0) return r.value;
     }
   };
 
-  return new ReadableStream<Uint8Array>(
+  const stream = new ReadableStream<Uint8Array>(
     {
       start(c) {
         controller = c;
@@ -133,4 +130,26 @@ export function budgetedStream(
     },
     { highWaterMark: 0 },
   );
+  abandoned.register(stream, acct);
+  return stream;
 }
+
+interface Account {
+  budget: ByteBudget;
+  held: number;
+  reserved: number;
+  finished: boolean;
+}
+
+// Releases what the stream still holds, once.
+function settle(acct: Account): void {
+  if (acct.finished) return;
+  acct.finished = true;
+  if (acct.held > 0) acct.budget.release(acct.held);
+  if (acct.reserved > 0) acct.budget.release(acct.reserved);
+  acct.held = acct.reserved = 0;
+}
+
+// A stream its consumer dropped without reading to the end or cancelling (a response that was
+// never sent) gives its bytes back when it is collected.
+const abandoned = new FinalizationRegistry<Account>(settle);

@@ -199,6 +199,22 @@ describe("budgetedStream", () => {
     expect(budget.waiters).toBe(0);
   });
 
+  test("a stream dropped without being read to the end or cancelled gives its bytes back when collected", async () => {
+    const budget = new ByteBudget({ total: 8 * 1024 * KiB });
+    const reservedBytes = await budget.acquire(2 * 1024 * KiB);
+    // In a function of its own, so nothing here keeps the stream or its reader alive.
+    await (async () => {
+      const reader = budgetedStream(source(4, 64 * KiB).stream, budget, { reservedBytes }).getReader();
+      await reader.read();
+    })();
+    expect(budget.inUse).toBe(2 * 1024 * KiB);
+    for (let i = 0; i < 50 && budget.inUse > 0; i++) {
+      Bun.gc(true);
+      await settle();
+    }
+    expect(budget.inUse).toBe(0);
+  });
+
   describe("with a reservation for the source's own buffers", () => {
     test("takes no per-chunk budget and releases the reservation at the end", async () => {
       const budget = new ByteBudget({ total: 4 * KiB * 1024 });
