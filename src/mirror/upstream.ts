@@ -4,6 +4,7 @@
 // (upstream-fetch.ts), and advertised as soon as the fetch starts so other nodes follow
 // this one instead of going upstream too. A miss (404 upstream, unreachable, refused)
 // answers as a miss, so containerd falls back to the next host.
+import { ConfigError } from "../config.ts";
 import { errorMessage, NotFoundError } from "../errors.ts";
 import type { ByteBudget } from "../governor/budget.ts";
 import type { Logger } from "../observability/log.ts";
@@ -12,7 +13,7 @@ import { contentBody, contentHeaders, errorResponse } from "../registry/respond.
 import type { CacheGc } from "../store/gc.ts";
 import { IngestingStore } from "../store/ingesting.ts";
 import type { LocalStore } from "../store/local.ts";
-import { DockerConfigCredentials, NO_CREDENTIALS, type CredentialSource } from "./credentials.ts";
+import { CredentialsFileError, DockerConfigCredentials, NO_CREDENTIALS, type CredentialSource } from "./credentials.ts";
 import { SingleFlightFullError } from "./singleflight.ts";
 import { tagReferenceOf, type MirrorRequest, type MirrorResult, type MirrorSource } from "./source.ts";
 import { UpstreamClient, UpstreamError } from "./upstream-client.ts";
@@ -60,8 +61,19 @@ export function pullThroughEnabled(setting: string, localStoreIsPrimary: boolean
   return setting === "auto" ? localStoreIsPrimary : setting === "true";
 }
 
+/** Throws ConfigError when --registry-credentials cannot be read. */
 export function createUpstreamMirror(opts: UpstreamMirrorOptions): UpstreamMirror {
   return new UpstreamMirror(opts);
+}
+
+function credentialsOf(path: string | undefined, logger: Logger): CredentialSource {
+  if (!path) return NO_CREDENTIALS;
+  try {
+    return new DockerConfigCredentials(path, (e) => logger.warn({ err: e.message }, "registry credentials not reloaded"));
+  } catch (e) {
+    if (e instanceof CredentialsFileError) throw new ConfigError(`--registry-credentials: ${e.message}`);
+    throw e;
+  }
 }
 
 export class UpstreamMirror implements MirrorSource {
@@ -76,11 +88,7 @@ export class UpstreamMirror implements MirrorSource {
   constructor(private readonly opts: UpstreamMirrorOptions) {
     const { config, logger } = opts;
     this.log = logger;
-    const credentials =
-      opts.credentials ??
-      (config.registryCredentials
-        ? new DockerConfigCredentials(config.registryCredentials, (e) => logger.warn({ err: e.message }, "registry credentials not reloaded"))
-        : NO_CREDENTIALS);
+    const credentials = opts.credentials ?? credentialsOf(config.registryCredentials, logger);
     this.client = new UpstreamClient({
       insecureRegistries: config.insecureRegistries,
       credentials,
