@@ -101,9 +101,16 @@ export interface Governor {
   shouldShed(): boolean;
   /** Counts a request shed for another reason (e.g. the budget's queue was full). */
   noteShed(reason: ShedReason): void;
-  /** A response starts sending a local file; call the returned function when it is done. */
+  /**
+   * A response starts sending a local file; call the returned function when it is done. Its
+   * page cache is then dropped only after that of every other served file.
+   */
   fileSending(path: string, size: number): () => void;
-  /** A response has finished sending a local file. */
+  /**
+   * A response sent (or is sending) a local file by sendfile: under pressure its page cache is
+   * dropped, coldest file first. Bun does not tell when sendfile is done, so call it when the
+   * response is made; a file used in the last 10 minutes counts as possibly still sending.
+   */
   noteFileServed(path: string, size: number): void;
   /** Reads memory now and acts on it (the timer calls this). */
   sample(): GovernorState;
@@ -238,8 +245,8 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
     shed.set(reason, (shed.get(reason) ?? 0) + 1);
   };
 
-  // Under pressure the page cache of files being sent refills fast (hundreds of MiB/s from a
-  // fast disk), so the governor samples and drops more often then.
+  // Under pressure the level is sampled more often, so shedding starts and stops promptly (the
+  // page cache has its own, faster loop).
   const intervalMs = Math.min(5000, Math.max(100, opts.intervalMs ?? 500));
   const pressureIntervalMs = Math.min(intervalMs, Math.max(20, opts.pressureIntervalMs ?? 100));
   let timer: ReturnType<typeof setTimeout> | undefined;
