@@ -31,8 +31,8 @@ export interface BlobFetchOptions {
   maxInflight: number;
   /** Blob owners across the cluster; without it this node fetches everything itself. */
   cluster?: ClusterView;
-  /** Called when a fetch from upstream has its size and starts writing (advertise it), and when it ends. */
-  onStart?: (digest: Digest, size: number) => void;
+  /** Called when a fetch has its size and starts writing, and when it ends. */
+  onStart?: (digest: Digest, size: number, from: "upstream" | "owner") => void;
   onEnd?: (digest: Digest, ok: boolean, bytes: number) => void;
 }
 
@@ -127,7 +127,7 @@ export class BlobFetches {
     this.opts.ingesting.add(ingest);
     if (first.from === "upstream") this.stats.fromUpstream++;
     else this.stats.fromOwner++;
-    if (first.from === "upstream") this.opts.onStart?.(src.digest, first.size);
+    this.opts.onStart?.(src.digest, first.size, first.from);
     this.opts.logger.info(
       { digest: src.digest, registry: src.registry, repository: src.repository, bytes: first.size, from: first.peer?.id ?? "upstream", delegated: src.delegated === true },
       "blob fetch started",

@@ -1,9 +1,10 @@
 // Pull-through from the upstream registry, the last mirror source: what neither this node's
 // stores nor its peers hold is fetched from the registry named by ?ns= (or the default),
 // streamed to the client while it is written into the local store, fetched once per node
-// (upstream-fetch.ts), and advertised as soon as the fetch starts so other nodes follow
-// this one instead of going upstream too. A miss (404 upstream, unreachable, refused)
-// answers as a miss, so containerd falls back to the next host.
+// (upstream-fetch.ts) and once per cluster: a blob's owner fetches it (upstream-owner.ts),
+// the other nodes follow the owner, and a fetch from upstream is advertised as it starts.
+// Manifests are cached with their tag (upstream-manifest.ts). A miss (404 upstream,
+// unreachable, refused) answers as a miss, so containerd falls back to the next host.
 import { ConfigError } from "../config.ts";
 import { errorMessage, NotFoundError } from "../errors.ts";
 import type { ByteBudget } from "../governor/budget.ts";
@@ -106,8 +107,11 @@ export class UpstreamMirror implements MirrorSource {
       idleTimeoutMs: config.upstreamTimeout,
       maxInflight,
       ...(opts.cluster ? { cluster: opts.cluster } : {}),
-      onStart: (digest) => {
+      onStart: (digest, _size, from) => {
         opts.gc?.schedule();
+        // Only a fetch from upstream is advertised while it runs: a node following an owner
+        // would point others at a copy that waits on the owner anyway.
+        if (from !== "upstream") return;
         opts.router?.advertise([digest]).catch((e) => logger.debug({ digest, err: errorMessage(e) }, "advertising an upstream fetch failed"));
       },
       onEnd: (digest, ok) => {
