@@ -48,6 +48,9 @@ const cmd = [
   `--outfile=${outfile}`,
   ...(values.target ? [`--target=${values.target}`] : []),
   "src/main.ts",
+  // The governor drops page cache from a worker thread; a compiled binary embeds the
+  // worker only when it is an entry point.
+  "src/governor/pagecache-worker.ts",
 ];
 const started = performance.now();
 const build = Bun.spawnSync(cmd, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });

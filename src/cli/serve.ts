@@ -9,6 +9,7 @@ import { createMetrics } from "../observability/metrics.ts";
 import { sdNotify, startWatchdog } from "../observability/sd-notify.ts";
 import { startObservabilityServer } from "../observability/server.ts";
 import { createRegistryApp } from "../registry/app.ts";
+import { createGovernor } from "../governor/index.ts";
 import { startPeerToPeer } from "../mirror/peer-wiring.ts";
 import { Health } from "../registry/health.ts";
 import { ContainerdStore, containerdAnswers } from "../store/containerd/index.ts";
@@ -66,15 +67,18 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   }
   for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
 
-  const p2p = await startPeerToPeer(config, { stores, log });
+  const governor = createGovernor(config, log);
+  const p2p = await startPeerToPeer(config, { stores, log, budget: governor.budget });
   health.register("router", p2p.readiness);
   const metrics = createMetrics();
   const { version, commit } = versionInfo();
   const debug = new DebugState({ version, commit, registry: formatAddress(config.registryAddr), "data dir": config.dataDir });
   metrics.watchRouter(() => p2p.router.status());
+  governor.registerMetrics(metrics.registry);
   debug.provide({
     router: () => p2p.router.status(),
     advertisedKeys: (limit) => [...p2p.sync.advertised].slice(0, limit),
+    governor: () => ({ ...governor.state() }),
   });
   const advertisedTimer = setInterval(() => void publishAdvertised(), 15_000);
   advertisedTimer.unref?.();
@@ -87,6 +91,8 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     defaultRegistry: config.defaultRegistry,
     health,
     logger: log,
+    shedReason: () => (governor.shouldShed() ? `memory pressure ${governor.latest.level}` : undefined),
+    onFileServed: (path, size) => governor.noteFileServed(path, size),
     onServed: (r) => {
       metrics.observe(r);
       debug.record(r);
@@ -116,6 +122,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       clearTimeout(timer);
       await observability.stop();
       await p2p.stop();
+      governor.stop();
       for (const s of stores) await s.close();
     },
   };

@@ -22,7 +22,7 @@ const dashboard = JSON.parse(readFileSync(resolve(import.meta.dir, "../../deploy
 async function exportedNames(): Promise<Set<string>> {
   const metrics = createMetrics();
   metrics.watchRouter(() => ({ peerId: "p", addresses: [], routingTableSize: 0, peers: [], advertisedKeys: 0 }));
-  const sample = { cgroup: null, limit: 1, usage: 1, inactiveFile: 0, pageCache: 0, workingSet: 1, oomKills: 0, rss: 1, rssPeak: 1 };
+  const sample = { cgroup: null, alone: true, limit: 1, usage: 1, inactiveFile: 0, pageCache: 0, workingSet: 1, oomKills: 0, rss: 1, rssPeak: 1 };
   registerGovernorMetrics({ budget: new ByteBudget({ total: 1 << 20 }), latest: { sample, limit: { bytes: 1, source: "flag" }, level: "ok", shed: new Map() } }, metrics.registry);
   const text = (await metrics.render()).body;
   return new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
