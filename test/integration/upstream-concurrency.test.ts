@@ -2,7 +2,8 @@
 // at once, from a real registry behind an 800 Mbit/s link (network namespaces, tc). The
 // upstream must serve each blob exactly once, every client must get the right digests, and
 // a client must get its first byte while the upstream fetch is still running (the blob is
-// not yet in kagami's store and the registry has not finished sending it).
+// not yet in kagami's store and the registry has not finished sending it). A client that
+// reads slowly (1 MB/s) holds no one back: every other pull is done while it still reads.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -36,7 +37,7 @@ let image: BuiltImage;
 
 beforeAll(async () => {
   requireNetns();
-  requireTools("docker-registry", "skopeo", "umoci", "tc");
+  requireTools("docker-registry", "skopeo", "umoci", "tc", "curl");
   image = await buildImage({
     dir: join(tempDir("upstream-concurrency"), "layout"),
     tag: "v1",
@@ -93,10 +94,16 @@ describe("20 concurrent clients, one 256 MiB image, one kagami", () => {
         }
         return { atFirstByte, bytes, digest: `sha256:${hasher.digest("hex")}` };
       })();
+      const slow = net.spawn(net.node("edge"), {
+        name: "slow-client",
+        cmd: ["curl", "-sf", "--limit-rate", "1M", "-o", "/dev/null", `${kagami.url}/v2/load/app/blobs/${big.digest}`],
+      });
       const pulls = Array.from({ length: CLIENTS }, (_, i) =>
         pullImage({ registry: kagami.host, repo: "load/app", reference: "v1", netns: net.node("edge").netns, all: false, timeoutMs: 240_000, scope, tag: `c${i}` }),
       );
       const [seen, ...pulled] = await Promise.all([probe, ...pulls]);
+      expect(slow.running()).toBe(true);
+      await slow.stop();
 
       expect(seen.atFirstByte).toEqual({ published: false, upstreamDone: 0 });
       expect(seen.bytes).toBe(big.size);
