@@ -14,6 +14,9 @@ import { startPeerToPeer } from "../mirror/peer-wiring.ts";
 import { Health } from "../registry/health.ts";
 import { ContainerdStore, containerdAnswers } from "../store/containerd/index.ts";
 import { LocalStore } from "../store/local.ts";
+import { createUpstreamMirror, pullThroughEnabled, routerView } from "../mirror/upstream.ts";
+import { createCacheGc } from "../store/gc.ts";
+import { IngestingStore } from "../store/ingesting.ts";
 import type { Store } from "../store/store.ts";
 import type { Digest, TagReference } from "../oci/index.ts";
 import { parseArgs, usage } from "./flags.ts";
@@ -70,6 +73,22 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   const governor = createGovernor(config, log);
   const p2p = await startPeerToPeer(config, { stores, log, budget: governor.budget });
   health.register("router", p2p.readiness);
+  // Pull-through: blobs being fetched are served while they grow (the ingesting store, after
+  // the others); the gc keeps the local store under --cache-size / --cache-ttl.
+  const ingesting = new IngestingStore(local, governor.budget);
+  const gc = await createCacheGc({ store: local, ingesting, cacheSize: config.cacheSize, cacheTtl: config.cacheTtl, logger: log });
+  const upstream = pullThroughEnabled(config.pullThrough, stores[0] === local)
+    ? createUpstreamMirror({
+        store: local,
+        budget: governor.budget,
+        config,
+        logger: log,
+        router: p2p.router,
+        cluster: routerView(p2p.router, config.registryAddr.port),
+        gc,
+        ingesting,
+      })
+    : undefined;
   const metrics = createMetrics();
   const { version, commit } = versionInfo();
   const debug = new DebugState({ version, commit, registry: formatAddress(config.registryAddr), "data dir": config.dataDir });
@@ -86,13 +105,16 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     metrics.setAdvertised(await advertisedCounts(p2p.sync.advertised, (ref) => resolveRoot(stores, ref)));
 
   const app = createRegistryApp({
-    stores,
-    mirrors: [p2p.mirror],
+    stores: upstream ? [...stores, ingesting] : stores,
+    mirrors: upstream ? [p2p.mirror, upstream] : [p2p.mirror],
     defaultRegistry: config.defaultRegistry,
     health,
     logger: log,
     shedReason: () => (governor.shouldShed() ? `memory pressure ${governor.latest.level}` : undefined),
-    onFileServed: (path, size) => governor.noteFileServed(path, size),
+    onFileServed: (path, size) => {
+      governor.noteFileServed(path, size);
+      gc.touch(path);
+    },
     onServed: (r) => {
       metrics.observe(r);
       debug.record(r);
@@ -121,6 +143,8 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       await graceful;
       clearTimeout(timer);
       await observability.stop();
+      upstream?.close();
+      gc.close();
       await p2p.stop();
       governor.stop();
       for (const s of stores) await s.close();
