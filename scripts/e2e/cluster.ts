@@ -40,6 +40,8 @@ export interface ClusterOptions {
   mdns?: boolean;
   /** Extra `kagami serve` flags for every node. */
   kagamiFlags?: Record<string, FlagValue>;
+  /** Per node label: a cgroup its kagami joins before entering the namespace (createMemoryCgroup's path), and flags for it alone. */
+  kagamiByNode?: Record<string, { cgroup?: string; flags?: Record<string, FlagValue> }>;
   /** containerd's log level on the nodes. Default "info". */
   containerdLogLevel?: "debug" | "info" | "warn";
   scope?: Scope;
@@ -167,6 +169,7 @@ export async function createCluster(opts: ClusterOptions = {}): Promise<Cluster>
         registryAddr: `${node.ip}:${REGISTRY_PORT}`,
         readyTimeoutMs: 60_000,
         scope,
+        cgroup: opts.kagamiByNode?.[label]?.cgroup,
         flags: {
           store: "containerd",
           "containerd-sock": containerds[i]!.socket,
@@ -174,6 +177,7 @@ export async function createCluster(opts: ClusterOptions = {}): Promise<Cluster>
           "metrics-addr": `${node.ip}:${METRICS_PORT}`,
           ...(others.length > 0 ? { "bootstrap-kind": "static", "static-bootstrap-peers": others } : {}),
           ...opts.kagamiFlags,
+          ...opts.kagamiByNode?.[label]?.flags,
         },
       });
     }),
