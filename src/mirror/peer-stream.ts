@@ -1,6 +1,10 @@
 // The body of a blob fetched from peers, as the client sees it: one uninterrupted stream.
 // - Pull-based (highWaterMark 0): a chunk is read from the peer only when the client wants
 //   one, so a slow client back-pressures the peer and only the chunk in hand is buffered.
+// - Budget: before each read, the most one read can deliver is taken from the byte budget
+//   (what arrived is kept, the rest given back at once); it is released when the client asks
+//   for the next chunk, i.e. after Bun wrote this one out. No read happens without budget.
+//   That chunk's memory is freed then too (governor/free-chunk.ts), not at the next GC.
 // - Resume: when the peer errors, ends early or stalls, the rest is asked from another
 //   provider with `Range: bytes=<next>-<end>`.
 // - Verify: for a whole blob the bytes are hashed as they pass and the final chunk is held
@@ -8,13 +12,15 @@
 //   connection is cut and it never sees a complete wrong blob as a success.
 import { createHash, type Hash } from "node:crypto";
 import { parseDigest, type ByteRange, type Digest } from "../oci/index.ts";
+import { freeChunk } from "../governor/free-chunk.ts";
 import type { Peer } from "../routing/router.ts";
 import type { Budget } from "./budget.ts";
+import { MAX_READ_BYTES, type BodyReader, type ReadResult } from "./http1.ts";
 
 /** A peer response whose body carries bytes from `offset` on. */
 export interface BlobSource {
   peer: Peer;
-  body: ReadableStream<Uint8Array>;
+  body: BodyReader;
   /** Aborts the request behind body. */
   abort: AbortController;
 }
@@ -42,13 +48,6 @@ export interface BlobStreamInit {
   onEnd?: (bytes: number, complete: boolean, error?: string) => void;
 }
 
-/** What is used of a stream reader (Bun's and node's reader types differ). */
-interface ChunkReader {
-  read(): Promise<{ done: boolean; value?: Uint8Array }>;
-  cancel(reason?: unknown): Promise<void>;
-}
-type ReadResult = { done: boolean; value?: Uint8Array };
-
 export class StalledError extends Error {
   override readonly name = "StalledError";
 }
@@ -59,10 +58,11 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
   const failed = new Set<string>();
   const contributors: Peer[] = [init.first.peer];
   let source: BlobSource | undefined = init.first;
-  let reader: ChunkReader | undefined = init.first.body.getReader();
+  let reader: BodyReader | undefined = init.first.body;
   let sent = 0;
   let resumes = 0;
   let held = 0; // bytes of the chunk last handed on, released when the next pull shows it was taken
+  let handedOn: Uint8Array | undefined; // that chunk, freed then
   let finished = false;
 
   const releaseHeld = (): void => {
@@ -83,7 +83,7 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
     init.onEnd?.(sent, complete, error);
   };
 
-  const readWithStall = async (r: ChunkReader): Promise<ReadResult> => {
+  const readWithStall = async (r: BodyReader): Promise<ReadResult> => {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const stall = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new StalledError(`no bytes for ${init.stallTimeoutMs} ms`)), init.stallTimeoutMs);
@@ -101,12 +101,12 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
     if (from) failed.add(from.id);
     dropSource(new Error(reason));
     if (from) init.onResume?.(from, init.range.start + sent, reason);
-    while (resumes < init.maxResumes && !init.signal.aborted) {
+    while (resumes < init.maxResumes && !init.signal.aborted && !finished) {
       resumes++;
       const next = await init.resume(init.range.start + sent, failed, init.signal);
       if (!next) return false;
       source = next;
-      reader = next.body.getReader();
+      reader = next.body;
       if (!contributors.some((p) => p.id === next.peer.id)) contributors.push(next.peer);
       return true;
     }
@@ -117,32 +117,43 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
     {
       async pull(controller) {
         releaseHeld();
+        if (handedOn) freeChunk(handedOn);
+        handedOn = undefined;
         try {
           for (;;) {
             if (init.signal.aborted) throw init.signal.reason ?? new Error("client went away");
             let result: ReadResult | undefined;
             let failure: string | undefined;
+            // Budget first: a read delivers at most MAX_READ_BYTES (and no more than is left).
+            const grant = Math.min(MAX_READ_BYTES, expected - sent);
+            await init.budget.acquire(grant, init.signal);
+            held = grant;
+            if (finished) return releaseHeld(); // cancelled while waiting for budget
             try {
               result = reader ? await readWithStall(reader) : undefined;
               if (!result) failure = "no source";
-              else if (result.done || !result.value) failure = `peer ended after ${sent} of ${expected} bytes`;
+              else if (result.done) failure = `peer ended after ${sent} of ${expected} bytes`;
             } catch (e) {
               failure = e instanceof StalledError ? e.message : `peer stream failed: ${(e as Error)?.message ?? e}`;
             }
-            if (failure !== undefined || !result?.value) {
+            if (finished) return releaseHeld();
+            if (failure !== undefined || !result || result.done) {
+              releaseHeld();
               if (await switchSource(failure ?? "no source")) continue;
               throw new Error(`download of ${init.digest} stopped at ${sent} of ${expected} bytes: ${failure}`);
             }
             let chunk = result.value;
-            if (chunk.byteLength === 0) continue;
             // A peer that sends more than asked is cut at the end of the range.
             if (sent + chunk.byteLength > expected) chunk = chunk.subarray(0, expected - sent);
-            await init.budget.acquire(chunk.byteLength, init.signal);
+            // A read never delivers more than the grant (BodyReader): give back what it did not use.
+            init.budget.release(held - chunk.byteLength);
             held = chunk.byteLength;
+            if (chunk.byteLength === 0) continue;
             hash?.update(chunk);
             sent += chunk.byteLength;
             if (sent < expected) {
               controller.enqueue(chunk);
+              handedOn = chunk;
               return;
             }
             // The final chunk: handed on only when the whole blob hashes to its digest.

@@ -1,9 +1,11 @@
 // The mirror path to peers: content this node lacks, fetched from the nodes that hold it.
 // Providers are looked up once per key (providers.ts), raced and hedged (hedge.ts); blob
-// bytes stream through verified and resumable (peer-stream.ts). A peer that serves bytes
-// that do not match their digest is quarantined. A miss answers with what was tried, and the
-// registry goes on upstream (or answers 404 so containerd falls back).
-import { createHash } from "node:crypto";
+// bytes stream through verified and resumable (peer-stream.ts); a blob small enough for one
+// read is read whole and verified before the client sees it, like a manifest, so it keeps its
+// Content-Length (Bun.serve drops it from streamed bodies, oven-sh/bun#10507) and a lying peer
+// is passed over. A peer that serves bytes that do not match their digest is quarantined. A
+// miss answers with what was tried, and the registry goes on upstream (or answers 404 so
+// containerd falls back).
 import type { Config } from "../config.ts";
 import { errorMessage, InvalidError } from "../errors.ts";
 import type { Logger } from "../observability/log.ts";
@@ -19,10 +21,12 @@ import {
 } from "../oci/index.ts";
 import { tagKey } from "../routing/keys.ts";
 import type { Peer, Router } from "../routing/router.ts";
+import { digestBytes } from "../store/verify.ts";
 import { UNLIMITED_BUDGET, type Budget } from "./budget.ts";
 import { raceProviders, type AttemptOutcome, type RaceResult } from "./hedge.ts";
+import { MAX_READ_BYTES } from "./http1.ts";
 import { LatencyTracker } from "./latency.ts";
-import { PeerAnswerError, readPeerContent, requestPeer, type PeerContent } from "./peer-http.ts";
+import { PeerAnswerError, readPeerContent, readWhole, requestPeer, type PeerAnswer, type PeerContent } from "./peer-http.ts";
 import { peerBlobStream, type BlobSource } from "./peer-stream.ts";
 import { ProviderCache, type ProviderSet } from "./providers.ts";
 import { Quarantine } from "./quarantine.ts";
@@ -51,11 +55,16 @@ export interface PeerMirrorOptions {
 }
 
 const HEDGE_PERCENTILES = [80, 85, 90];
+/**
+ * Whole blobs up to this size (one read's budget) are read and verified before answering, so
+ * they keep their Content-Length, as registry/respond.ts does for small streamed content.
+ */
+export const SMALL_BLOB_BYTES = MAX_READ_BYTES;
 const DEFAULT_HEDGE_MS = 50;
 const MIN_HEADER_TIMEOUT_MS = 300;
 
 type Fetched =
-  | { kind: "response"; response: Response; content?: PeerContent; /** A manifest read whole and verified. */ bytes?: Uint8Array }
+  | { kind: "response"; response: PeerAnswer; content?: PeerContent; /** A manifest or small blob read whole and verified. */ bytes?: Uint8Array }
   | { kind: "final"; response: Response };
 
 export class PeerMirror implements MirrorSource {
@@ -140,7 +149,7 @@ export class PeerMirror implements MirrorSource {
     signal: AbortSignal,
   ): Promise<AttemptOutcome<Fetched>> {
     const started = performance.now();
-    let response: Response;
+    let response: PeerAnswer;
     try {
       response = await requestPeer({ peer, req, method, range, headerTimeoutMs: this.#headerTimeoutMs(), signal });
     } catch (e) {
@@ -151,7 +160,7 @@ export class PeerMirror implements MirrorSource {
     try {
       return { ok: true, value: { kind: "response", response, content: readPeerContent(response, req, range !== undefined) } };
     } catch (e) {
-      await response.body?.cancel().catch(() => {});
+      await response.body?.cancel();
       const notFound = e instanceof PeerAnswerError && e.notFound;
       return { ok: false, outcome: errorMessage(e), notFound };
     }
@@ -166,40 +175,52 @@ export class PeerMirror implements MirrorSource {
     const result = await this.#race(this.#cache.get(key), signal, () => false, async (peer, s) => {
       const asked = await this.#ask(peer, req, req.method, range, s);
       if (!asked.ok || asked.value.kind === "final" || req.method === "HEAD") return asked;
-      const { response, content } = asked.value;
-      if (!content) return asked;
-      try {
-        const body = await this.#readManifest(response, content, s);
-        const actual = `sha256:${createHash("sha256").update(body).digest("hex")}` as Digest;
-        const expected = content.digest;
-        if (expected === undefined) return { ok: false, outcome: "no Docker-Content-Digest" };
-        if (parseDigest(expected).algorithm === "sha256" && actual !== expected) {
-          this.#punish([peer], expected, actual);
-          return { ok: false, outcome: `digest mismatch: got ${actual}` };
-        }
-        return { ok: true, value: { kind: "response", response, content, bytes: body } };
-      } catch (e) {
-        return { ok: false, outcome: errorMessage(e) };
-      }
+      return this.#readVerified(peer, asked.value, s);
     });
     if (!result.winner) return { miss: result.attempts };
     const { peer, value } = result.winner;
-    if (value.kind === "final" || !value.content) return { hit: value.response, source: "peer", target: peer.id };
+    if (value.kind === "final") return { hit: value.response, source: "peer", target: peer.id };
+    if (!value.content) throw new PeerAnswerError("peer answer without content");
     const headers = contentHeaders(value.content, req.kind === "blob");
     const body = req.method === "HEAD" ? null : (value.bytes ?? null);
-    await value.response.body?.cancel().catch(() => {});
+    await value.response.body?.cancel();
     return { hit: new Response(body, { status: value.content.status, headers }), source: "peer", target: peer.id };
   }
 
-  async #readManifest(response: Response, content: PeerContent, signal: AbortSignal): Promise<Uint8Array> {
-    await this.#budget.acquire(content.size, signal);
+  /**
+   * Reads a whole answer (a manifest, a small blob) and checks it against its digest; a peer
+   * whose bytes hash to another digest is quarantined and the attempt fails.
+   */
+  async #readVerified(peer: Peer, fetched: Fetched & { kind: "response" }, signal: AbortSignal): Promise<AttemptOutcome<Fetched>> {
+    const { response, content } = fetched;
+    if (!content || !response.body) return { ok: true, value: fetched };
+    const expected = content.digest;
+    if (expected === undefined) {
+      await response.body.cancel();
+      return { ok: false, outcome: "no Docker-Content-Digest" };
+    }
+    const length = content.range.end - content.range.start + 1;
     try {
-      const body = new Uint8Array(await response.arrayBuffer());
-      if (body.byteLength !== content.size) throw new Error(`got ${body.byteLength} of ${content.size} bytes`);
-      return body;
+      await this.#budget.acquire(length, signal);
+    } catch (e) {
+      await response.body.cancel();
+      return { ok: false, outcome: errorMessage(e) };
+    }
+    try {
+      const stall = AbortSignal.timeout(this.#opts.stallTimeoutMs ?? 5000);
+      const bytes = await readWhole(response.body, AbortSignal.any([signal, stall]));
+      const actual = digestBytes(bytes, parseDigest(expected).algorithm);
+      if (actual !== expected) {
+        this.#punish([peer], expected, actual);
+        return { ok: false, outcome: `digest mismatch: got ${actual}` };
+      }
+      return { ok: true, value: { ...fetched, bytes } };
+    } catch (e) {
+      return { ok: false, outcome: errorMessage(e) };
     } finally {
-      // The bytes are handed to the client response right after; manifests are small.
-      this.#budget.release(content.size);
+      // The bytes go into the client's response right after; they are at most one read's worth
+      // (a blob) or a manifest, and Bun tells nothing about when it has written them.
+      this.#budget.release(length);
     }
   }
 
@@ -215,11 +236,22 @@ export class PeerMirror implements MirrorSource {
       }
     }
     const set = this.#cache.get(key);
-    const result = await this.#race(set, req.signal, () => false, (peer, s) => this.#ask(peer, req, "GET", req.range, s));
+    const result = await this.#race(set, req.signal, () => false, async (peer, s) => {
+      const asked = await this.#ask(peer, req, "GET", req.range, s);
+      if (!asked.ok || asked.value.kind === "final" || !asked.value.content) return asked;
+      const c = asked.value.content;
+      const small = c.range.start === 0 && c.range.end === c.size - 1 && c.size <= SMALL_BLOB_BYTES;
+      return small ? this.#readVerified(peer, asked.value, s) : asked;
+    });
     if (!result.winner) return { miss: result.attempts };
     const { peer, value, abort } = result.winner;
-    if (value.kind === "final" || !value.content || !value.response.body) return { hit: value.response, source: "peer", target: peer.id };
+    if (value.kind === "final") return { hit: value.response, source: "peer", target: peer.id };
     const content = value.content;
+    if (!content || !value.response.body) throw new PeerAnswerError("peer answer without content");
+    if (value.bytes) {
+      const headers = contentHeaders({ ...content, digest }, true);
+      return { hit: new Response(value.bytes, { status: content.status, headers }), source: "peer", target: peer.id };
+    }
     const failedBefore = result.failed;
     const whole = content.range.start === 0 && content.range.end === content.size - 1;
     const log = this.#log.child({ digest, peer: peer.id });
@@ -231,7 +263,7 @@ export class PeerMirror implements MirrorSource {
         if (!asked.ok || asked.value.kind === "final" || !asked.value.content) return asked.ok ? { ok: false, outcome: "range refused" } : asked;
         const c = asked.value.content;
         if (c.range.start !== offset || c.range.end !== content.range.end || c.size !== content.size) {
-          await asked.value.response.body?.cancel().catch(() => {});
+          await asked.value.response.body?.cancel();
           return { ok: false, outcome: "answered another range" };
         }
         return asked;
@@ -283,8 +315,8 @@ function contentHeaders(content: PeerContent, isBlob: boolean): Headers {
   return h;
 }
 
-function rangeNotSatisfiable(peerAnswer: Response): Response {
-  void peerAnswer.body?.cancel().catch(() => {});
+function rangeNotSatisfiable(peerAnswer: PeerAnswer): Response {
+  void peerAnswer.body?.cancel();
   const res = jsonError(416, "RANGE_INVALID", "range not satisfiable");
   const cr = peerAnswer.headers.get("Content-Range");
   if (cr !== null) res.headers.set("Content-Range", cr);
