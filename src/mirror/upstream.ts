@@ -160,7 +160,7 @@ export class UpstreamMirror implements MirrorSource {
     const whole = { size: descriptor.size, range: { start: 0, end: descriptor.size - 1 } };
     const headers = contentHeaders({ descriptor, isBlob: false, partial: false, content: whole });
     if (req.method === "HEAD") return new Response(null, { headers });
-    return new Response(contentBody(await this.opts.store.open(descriptor.digest)), { headers });
+    return new Response(await contentBody(await this.opts.store.open(descriptor.digest)), { headers });
   }
 
   private async blob(req: MirrorRequest): Promise<Response> {
@@ -178,7 +178,7 @@ export class UpstreamMirror implements MirrorSource {
     const whole = { size, range: range ?? { start: 0, end: size - 1 } };
     const headers = contentHeaders({ descriptor: { mediaType: OCTET_STREAM, digest, size }, isBlob: true, partial: range !== undefined, content: whole });
     if (req.method === "HEAD") return new Response(null, { status, headers });
-    return new Response(contentBody(await this.openHeld(digest, range)), { status, headers });
+    return new Response(await contentBody(await this.openHeld(digest, range)), { status, headers });
   }
 
   /** The blob being fetched, or, once it was published, the local store's. */

@@ -225,5 +225,5 @@ async function serveLocal(
     throw e;
   }
   if (content.kind === "file") opts.onFileServed?.(content.path, content.size);
-  return new Response(contentBody(content), { status, headers });
+  return new Response(await contentBody(content), { status, headers });
 }

@@ -1,5 +1,6 @@
 // Building OCI responses: content from a store (zero-copy for files), and error bodies.
 import { contentRange, errorBody, rangeLength, RegistryError, type Descriptor, type ErrorCode } from "../oci/index.ts";
+import { MAX_READ_BYTES } from "../mirror/http1.ts";
 import type { Content } from "../store/store.ts";
 
 export const JSON_TYPE = "application/json; charset=utf-8";
@@ -32,9 +33,26 @@ export function contentHeaders({ descriptor, isBlob, partial, content }: Content
   return h;
 }
 
-/** The body of a content response: a file slice goes out by sendfile, a stream as is. */
-export function contentBody(content: Content): ReadableStream<Uint8Array> | Blob {
-  if (content.kind === "stream") return content.body;
+/**
+ * Streamed bodies up to this size are read whole before answering: Bun.serve (1.4.5) sends a
+ * Content-Length only for a body of known size (a Blob, a file, bytes) and drops a handler's
+ * from a ReadableStream (oven-sh/bun#10507), so a streamed blob would go out chunked. One
+ * peer socket read's worth, so holding it whole costs what streaming one read does.
+ */
+export const WHOLE_BODY_BYTES = MAX_READ_BYTES;
+
+/**
+ * The body of a content response: a file slice goes out by sendfile, a small stream whole (so
+ * it keeps its Content-Length), a larger stream as is.
+ */
+export async function contentBody(content: Content): Promise<ReadableStream<Uint8Array> | Blob | Uint8Array> {
+  if (content.kind === "stream") {
+    const length = rangeLength(content.range);
+    if (length > WHOLE_BODY_BYTES) return content.body;
+    const bytes = await Bun.readableStreamToBytes(content.body);
+    if (bytes.byteLength !== length) throw new Error(`content stream ended after ${bytes.byteLength} of ${length} bytes`);
+    return bytes;
+  }
   const file = Bun.file(content.path);
   const whole = content.range.start === 0 && content.range.end === content.size - 1;
   return whole ? file : file.slice(content.range.start, content.range.end + 1);

@@ -13,7 +13,10 @@ import type { ByteRange, Descriptor } from "../oci/index.ts";
 import type { LocalStore } from "./local.ts";
 import { DigestVerifier } from "./verify.ts";
 
-export const READ_CHUNK_BYTES = 128 * 1024;
+// Each FileHandle.read costs a fixed ~0.1 ms in Bun 1.4.5 whatever its size: a reader of a
+// 512 MiB ingest ran at 1.3-1.7 GB/s with 128 KiB reads and 3.1-3.7 GB/s with 512 KiB ones
+// (1 MiB: no better). 512 KiB is also the most one peer socket read delivers (mirror/http1.ts).
+export const READ_CHUNK_BYTES = 512 * 1024;
 
 export type IngestState = "writing" | "done" | "failed";
 
