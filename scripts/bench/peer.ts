@@ -1,10 +1,11 @@
 // Benchmark of the peer path: node A holds the blobs, node C holds nothing and serves them
 // from A (two kagami processes on 127.0.0.2 and 127.0.0.4, static bootstrap, mDNS off).
 // (a) time to first byte of a small peer-hit blob through C, p50/p99 over N requests;
-// (b) throughput of a large blob through C versus straight from A; (c) C's RSS during (b).
+// (b) throughput of a large blob through C versus straight from A; (c) C's RSS and CPU time
+// during (b) (CPU time is steadier than throughput on a shared machine).
 //   bun scripts/bench/peer.ts [--requests 500] [--size-mib 1024]
 import { parseArgs } from "node:util";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { spawnProcess, waitFor, waitForHttp, freePort, run } from "../e2e/proc.ts";
@@ -82,7 +83,9 @@ async function main(): Promise<void> {
 
   const direct = await curl(via(A, big));
   const rss = sampleRss(c.pid, 50);
+  const cpuBefore = cpuSeconds(c.pid);
   const through = await curl(via(C, big));
+  const cpu = cpuSeconds(c.pid) - cpuBefore;
   const peak = peakRss(rss);
   for (const r of [direct, through]) if (r.bytes !== sizeMib * 2 ** 20) throw new Error(`got ${r.bytes} bytes`);
   const gbps = (r: { bytes: number; seconds: number }) => r.bytes / r.seconds / 1e9;
@@ -96,6 +99,13 @@ async function main(): Promise<void> {
   console.log(`| (b) ${sizeMib} MiB through C | ${gbps(through).toFixed(2)} GB/s | |`);
   console.log(`| (b) ratio through C / from A | ${(gbps(through) / gbps(direct)).toFixed(3)} | >= 0.85 |`);
   console.log(`| (c) C's peak RSS during (b) | ${(peak / 2 ** 20).toFixed(1)} MiB (before ${(rss.first / 2 ** 20).toFixed(1)} MiB) | |`);
+  console.log(`| (c) C's CPU time during (b) | ${cpu.toFixed(2)} s (${(cpu / (sizeMib / 1024)).toFixed(2)} s per GiB) | |`);
+}
+
+/** User + system CPU time of a process so far, from /proc (clock ticks of 10 ms). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 try {
