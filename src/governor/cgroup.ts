@@ -34,6 +34,11 @@ export interface MemorySample {
   /** The process's resident set (VmRSS) and its peak (VmHWM). */
   rss: number;
   rssPeak: number | null;
+  /**
+   * The part of the RSS the kernel cannot reclaim: RssAnon + RssShmem (the rest is file pages,
+   * ~50 MiB of them the compiled executable's). Absent or null where /proc does not say.
+   */
+  rssAnon?: number | null;
 }
 
 // v1 reports "no limit" as PAGE_COUNTER_MAX rounded to the page size (9223372036854771712
@@ -198,13 +203,15 @@ function readV1(cgroup: MemoryCgroup) {
 }
 
 /** VmRSS and VmHWM from /proc/self/status; the runtime's own figure where there is no /proc. */
-export function readProcessRss(root = "/"): { rss: number; rssPeak: number | null } {
+export function readProcessRss(root = "/"): { rss: number; rssPeak: number | null; rssAnon: number | null } {
   const status = readText(join(root, "proc/self/status"));
   const kib = (key: string): number | null => {
     const m = status?.match(new RegExp(`^${key}:\\s*(\\d+)\\s*kB`, "m"));
     return m ? Number(m[1]) * 1024 : null;
   };
-  return { rss: kib("VmRSS") ?? process.memoryUsage().rss, rssPeak: kib("VmHWM") };
+  const anon = kib("RssAnon");
+  const rssAnon = anon === null ? null : anon + (kib("RssShmem") ?? 0);
+  return { rss: kib("VmRSS") ?? process.memoryUsage().rss, rssPeak: kib("VmHWM"), rssAnon };
 }
 
 // cgroup.procs lists one pid per line; reading stops early, a busy cgroup can be large.

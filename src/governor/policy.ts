@@ -83,7 +83,8 @@ export function pressureOf(s: MemorySample): Pressure {
   if ((s.limit !== null || s.alone === true) && s.workingSet !== null && s.usage !== null) {
     return { workingSet: s.workingSet, committed: Math.max(0, s.usage - (s.pageCache ?? 0)), measuredBy: "cgroup" };
   }
-  return { workingSet: s.rss, committed: s.rss, measuredBy: "process" };
+  // File-backed pages in the RSS (the executable's) are reclaimable: they never make it hard.
+  return { workingSet: s.rss, committed: s.rssAnon ?? s.rss, measuredBy: "process" };
 }
 
 /** The next level from the current one: raised at a threshold, lowered only below it by the hysteresis. */

@@ -158,6 +158,18 @@ describe("pressure levels", () => {
     expect(g.state().shed).toEqual({ memory_pressure: 2 });
   });
 
+  test("measured by the process, the executable's file pages in the RSS never make it hard", () => {
+    // Inside a network namespace the cgroup is not visible: --memory-limit and the RSS stand in.
+    current = reading({ cgroup: null, limit: null, usage: null, workingSet: null, pageCache: null, rss: 110 * MiB, rssAnon: 40 * MiB });
+    const g = governor({ memoryLimit: 128 * MiB });
+    expect(g.state()).toMatchObject({ measuredBy: "process", level: "soft" });
+    expect(g.shouldShed()).toBe(false);
+    current = reading({ cgroup: null, limit: null, usage: null, workingSet: null, pageCache: null, rss: 120 * MiB, rssAnon: 105 * MiB });
+    g.sample();
+    expect(g.state().level).toBe("hard");
+    expect(g.shouldShed()).toBe(true);
+  });
+
   test("a level is left only below its threshold by the hysteresis, and the end is logged", () => {
     current = loaded(110, 0);
     const g = governor();
