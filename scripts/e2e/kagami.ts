@@ -71,6 +71,9 @@ export async function startKagami(opts: KagamiOptions = {}): Promise<Kagami> {
     "data-dir": dataDir,
     "log-level": opts.logLevel ?? "debug",
     ...(opts.node ? {} : { mdns: false }),
+    // Tests never reach a real registry: pull-through is opt-in (tests that want it pass
+    // "pull-through" with an upstream they started).
+    "pull-through": false,
     // Host namespace: a free loopback port, so several nodes (and other tests) never share :5001.
     ...(opts.node ? {} : { "router-addr": `127.0.0.1:${await freePort()}`, "metrics-addr": `127.0.0.1:${await freePort()}` }),
     ...(opts.mdns !== undefined ? { mdns: opts.mdns } : {}),
