@@ -15,11 +15,14 @@ export interface Download {
   endedAt: number;
 }
 
-export type Outcome = "ok" | "corrupted" | "shed" | "failed";
+export type Outcome = "ok" | "corrupted" | "notFound" | "failed";
 
-/** ok: all bytes, right hash; corrupted: all bytes, wrong hash; shed: 404 (containerd falls back). */
+/**
+ * ok: all bytes, right hash; corrupted: all bytes, wrong hash; notFound: 404, which makes
+ * containerd fall back to the next host (kagami shed the request, or found no peer in time).
+ */
 export function classify(d: Download, size: number, sha256: string): Outcome {
-  if (d.status === 404) return "shed";
+  if (d.status === 404) return "notFound";
   if (d.status !== 200 || d.curlExit !== 0 || d.bytes !== size) return "failed";
   return d.sha256 === sha256 ? "ok" : "corrupted";
 }

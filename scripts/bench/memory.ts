@@ -7,10 +7,10 @@
 // is dropped first, so what kagami reads is charged to its cgroup as it would be in a new
 // container. The clients (curl | openssl dgst, one per download) run outside the cgroup and
 // check every download's sha256. Prints, per scenario, peak working set (and its memory.stat
-// breakdown), peak RSS, OOM kills, ok / corrupted / shed / failed downloads and throughput.
+// breakdown), peak RSS, OOM kills, ok / corrupted / 404 (shed or missed) / failed downloads and throughput.
 // Run as root, by hand (not in CI):
 //   bun run build && KAGAMI_BIN=$PWD/dist/kagami bun scripts/bench/memory.ts \
-//     [--streams 200] [--few 10] [--size-mib 256] [--limit 128Mi] [--timeout-s 300] [--modes on,off] [--scenarios local,peer]
+//     [--streams 200] [--few 10] [--size-mib 256] [--limit 128Mi] [--timeout-s 300] [--modes on,off] [--scenarios local,peer] [--logs DIR]
 import { copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, closeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -50,6 +50,8 @@ const scenarios = values.scenarios!.split(",") as Scenario[];
 const logsDir = values.logs === undefined ? undefined : resolve(values.logs);
 for (const n of [streams, few, size, timeoutS]) if (!(Number.isInteger(n) && n > 0)) throw new Error(`invalid number ${n}`);
 if (streams > 500) throw new Error("at most 500 streams");
+if (!modes.every((m) => m === "on" || m === "off")) throw new Error(`--modes: on and/or off, got ${values.modes}`);
+if (!scenarios.every((s) => s === "local" || s === "peer")) throw new Error(`--scenarios: local and/or peer, got ${values.scenarios}`);
 
 type Mode = "on" | "off";
 type Scenario = "local" | "peer";
@@ -189,7 +191,7 @@ async function runOnce(s: Setup, mode: Mode, scenario: Scenario, count: number):
     const peaks = await sampler.stop();
     const rssHwm = rssHighWater(node.pid);
     const survived = node.running();
-    const outcomes: Record<Outcome, number> = { ok: 0, corrupted: 0, shed: 0, failed: 0 };
+    const outcomes: Record<Outcome, number> = { ok: 0, corrupted: 0, notFound: 0, failed: 0 };
     const failures = new Set<string>();
     let verifiedBytes = 0;
     for (const d of downloads) {
@@ -252,7 +254,7 @@ function table(scenario: Scenario, results: RunResult[]): string {
     ["kagami survived", (r) => (r.survived ? "yes" : "**no**"), undefined],
     ["downloads ok (sha256 checked)", (r) => `${r.outcomes.ok}/${r.streams}`, undefined],
     ["corrupted", (r) => String(r.outcomes.corrupted), undefined],
-    ["shed (404; kagami's count)", (r) => `${r.outcomes.shed} (${r.shedCounted ?? "-"})`, undefined],
+    ["404, containerd falls back (of them shed)", (r) => `${r.outcomes.notFound} (${r.shedCounted ?? "-"})`, undefined],
     ["failed", (r) => String(r.outcomes.failed), undefined],
     ["throughput of verified bytes (GB/s)", (r) => (r.verifiedBytes / r.seconds / 1e9).toFixed(2), (r) => r.verifiedBytes / r.seconds],
     ["wall time (s)", (r) => r.seconds.toFixed(1), undefined],
@@ -337,7 +339,7 @@ async function main(): Promise<void> {
         console.error(`governor ${mode}, ${scenario}, ${count} streams…`);
         const r = await runOnce(setup, mode, scenario, count);
         console.error(
-          `  ${r.seconds.toFixed(1)} s: ok ${r.outcomes.ok}, shed ${r.outcomes.shed}, failed ${r.outcomes.failed}, corrupted ${r.outcomes.corrupted}; ` +
+          `  ${r.seconds.toFixed(1)} s: ok ${r.outcomes.ok}, 404 ${r.outcomes.notFound} (shed ${r.shedCounted ?? "?"}), failed ${r.outcomes.failed}, corrupted ${r.outcomes.corrupted}; ` +
             `peak WS ${mib(r.peaks.workingSet)} MiB, RSS ${mib(r.rssHwm)} MiB, OOM kills ${r.oomKills}${r.failures.length ? `; ${r.failures.join("; ")}` : ""}`,
         );
         results.push(r);
@@ -346,10 +348,10 @@ async function main(): Promise<void> {
   }
   await peer.stop();
 
-  const commit = (await run(["git", "rev-parse", "--short=12", "HEAD"], { allowFailure: true })).stdout.trim();
+  const version = (await run([bin, "version"], { allowFailure: true })).stdout.trim();
   console.log(
     `\nkagami in a ${mib(limitBytes)} MiB memory cgroup (v${cgroupVersion}), ${few} and ${streams} concurrent downloads of a ${mib(size)} MiB blob; ` +
-      `${bin.endsWith("dist/kagami") ? "dist/kagami" : bin} at ${commit}, Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores; clients: curl | openssl dgst -sha256 outside the cgroup; ` +
+      `${version}, ${navigator.hardwareConcurrency} cores; clients: curl | openssl dgst -sha256 outside the cgroup; ` +
       `working set sampled every 10 ms (longest gap ${Math.max(...results.map((r) => r.peaks.maxGapMs)).toFixed(0)} ms), RSS peak = VmHWM.\n`,
   );
   for (const scenario of scenarios) console.log(`${table(scenario, results)}\n`);
