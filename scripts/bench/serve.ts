@@ -5,7 +5,8 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { spawnProcess, waitForHttp, waitForPort, freePort, run, type Proc } from "../e2e/proc.ts";
+import { startKagami } from "../e2e/kagami.ts";
+import { spawnProcess, waitForPort, freePort, run, type Proc } from "../e2e/proc.ts";
 import { tempDir, teardown } from "../e2e/cleanup.ts";
 import { requireTools } from "../e2e/require.ts";
 import { LocalStore } from "../../src/store/local.ts";
@@ -54,12 +55,8 @@ async function main(): Promise<void> {
   const digest = await makeBlob(dataDir);
   const hex = digest.slice(7);
 
-  const kagamiPort = await freePort();
-  const kagami = spawnProcess({
-    name: "kagami",
-    cmd: [process.env.KAGAMI_BIN ?? "bun", ...(process.env.KAGAMI_BIN ? [] : ["src/main.ts"]), "serve", "--mdns=false", `--registry-addr=127.0.0.1:${kagamiPort}`, `--data-dir=${dataDir}`, "--log-level=warn"],
-  });
-  await waitForHttp(`http://127.0.0.1:${kagamiPort}/readyz`);
+  const kagami = await startKagami({ dataDir, logLevel: "warn" });
+  const kagamiUrl = kagami.url;
 
   const nginxPort = await freePort();
   const conf = join(dir, "nginx.conf");
@@ -74,12 +71,12 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${dir}/
   const nginx: Proc = spawnProcess({ name: "nginx", cmd: ["nginx", "-c", conf, "-e", `${dir}/nginx-error.log`] });
   await waitForPort({ host: "127.0.0.1", port: nginxPort });
 
-  const rss: RssSampler = sampleRss(kagami.pid, 50);
+  const rss: RssSampler = sampleRss(kagami.proc.pid, 50);
   const rows: { server: string; round: number; seconds: number; gbps: number }[] = [];
   for (let round = 1; round <= rounds; round++) {
     for (const [server, url] of [
       ["nginx", `http://127.0.0.1:${nginxPort}/${hex}`],
-      ["kagami", `http://127.0.0.1:${kagamiPort}/v2/bench/blob/blobs/${digest}?ns=bench.test`],
+      ["kagami", `${kagamiUrl}/v2/bench/blob/blobs/${digest}?ns=bench.test`],
     ] as const) {
       const r = await download(Array.from({ length: clients }, () => url));
       if (r.bytes !== clients * sizeMib * 2 ** 20) throw new Error(`${server}: got ${r.bytes} bytes`);
@@ -88,7 +85,7 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${dir}/
     }
   }
   const peak = peakRss(rss);
-  await kagami.stop();
+  await kagami.proc.stop();
   await nginx.stop();
 
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
