@@ -1,7 +1,7 @@
 // Finding the first peers: static multiaddrs, DNS names, an HTTP /id record; re-bootstrap
 // when the table empties (a peer restarts with the same key file, so the same id); a
 // pre-shared key keeps other nodes out. Real libp2p nodes on 127.0.0.x.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,7 +21,7 @@ afterEach(async () => {
   started = [];
   for (const s of servers.splice(0)) s.stop(true);
 });
-process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function config(name: string, host: string, extra: Partial<RouterConfig> = {}): RouterConfig {
   return {

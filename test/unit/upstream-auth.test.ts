@@ -1,9 +1,19 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { AuthError, parseChallenge, TokenCache } from "../../src/mirror/auth.ts";
 import { credentialKey, parseDockerConfig, DockerConfigCredentials, CredentialsFileError } from "../../src/mirror/credentials.ts";
-import { mkdtempSync, writeFileSync, utimesSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "kagami-creds-"));
+  dirs.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 describe("WWW-Authenticate", () => {
   test("parses Docker Hub's Bearer challenge", () => {
@@ -135,7 +145,7 @@ describe("docker config.json credentials", () => {
   });
 
   test("a malformed file is an error at start; a later broken rewrite keeps the last good credentials", () => {
-    const dir = mkdtempSync(join(tmpdir(), "kagami-creds-"));
+    const dir = tempDir();
     const path = join(dir, "config.json");
     writeFileSync(path, "{");
     expect(() => new DockerConfigCredentials(path)).toThrow(CredentialsFileError);
@@ -152,7 +162,7 @@ describe("docker config.json credentials", () => {
   });
 
   test("picks up a rewritten file", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "kagami-creds-"));
+    const dir = tempDir();
     const path = join(dir, "config.json");
     writeFileSync(path, JSON.stringify({ auths: { "r.example": { username: "a", password: "1" } } }));
     const creds = new DockerConfigCredentials(path);
