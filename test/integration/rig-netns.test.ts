@@ -78,7 +78,8 @@ describe("network namespaces on a bridge", () => {
   });
 
   test("kagami inside a namespace answers other nodes", async () => {
-    const k = await startKagami({ name: "kagami-b", node: net.node("b"), scope });
+    // Alone with mDNS on, it is live but not ready (no peer yet): wait for /livez.
+    const k = await startKagami({ name: "kagami-b", node: net.node("b"), scope, readyPath: "/livez" });
     expect(k.host).toBe(`${net.node("b").ip}:5000`);
     expect(k.args).not.toContain("--mdns=false");
     expect(await httpStatus(`${k.url}/v2/`, { netns: net.node("a").netns })).toBe(200);
