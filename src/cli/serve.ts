@@ -1,5 +1,6 @@
 // `kagami serve`: wires the components in one place: stores -> registry (+ mirrors) ->
 // HTTP server, and stops them in reverse order on SIGTERM/SIGINT.
+import { stat } from "node:fs/promises";
 import type { Config } from "../config.ts";
 import { formatAddress } from "../config.ts";
 import { advertisedCounts } from "../observability/advertised.ts";
@@ -10,9 +11,9 @@ import { sdNotify, startWatchdog } from "../observability/sd-notify.ts";
 import { startObservabilityServer } from "../observability/server.ts";
 import { createRegistryApp } from "../registry/app.ts";
 import { createGovernor } from "../governor/index.ts";
+import { scheduleStartupPageRelease } from "../governor/startup-pages.ts";
 import { startPeerToPeer } from "../mirror/peer-wiring.ts";
 import { Health } from "../registry/health.ts";
-import { ContainerdStore, containerdAnswers } from "../store/containerd/index.ts";
 import { LocalStore } from "../store/local.ts";
 import { createUpstreamMirror, pullThroughEnabled, routerView } from "../mirror/upstream.ts";
 import { createCacheGc } from "../store/gc.ts";
@@ -39,9 +40,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   // systemd (Type=notify): the unit is active once the registry listens.
   sdNotify("READY=1");
   const stopWatchdog = startWatchdog();
+  const cancelPageRelease = scheduleStartupPageRelease(log);
   await waitForSignal();
   sdNotify("STOPPING=1");
   stopWatchdog();
+  cancelPageRelease();
   log.info({ timeoutMs: config.shutdownTimeout }, "shutting down");
   await node.stop(config.shutdownTimeout);
   log.info("stopped");
@@ -58,16 +61,8 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   const local = await LocalStore.open(config.dataDir);
   // containerd first (what the node already pulled), kagami's own store second.
   const stores: Store[] = [local];
-  if (config.store === "containerd" || (config.store === "auto" && (await containerdAnswers(config.containerdSock)))) {
-    const containerd = await ContainerdStore.open({
-      socket: config.containerdSock,
-      namespace: config.containerdNamespace,
-      contentPath: config.containerdContentPath,
-      logger: log,
-      waitForContainerd: config.store === "containerd",
-    });
-    stores.unshift(containerd);
-  }
+  const containerd = await openContainerd(config, log);
+  if (containerd) stores.unshift(containerd);
   for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
 
   const governor = createGovernor(config, log);
@@ -150,6 +145,33 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
       for (const s of stores) await s.close();
     },
   };
+}
+
+/**
+ * containerd's store when --store=containerd, or with --store=auto when its socket answers.
+ * gRPC and protobufjs are imported only then: they cost ~11 MiB of idle RSS, and --store=auto
+ * with no socket file is the local store alone (measured with scripts/bench/startup.ts).
+ */
+async function openContainerd(config: Config, log: Logger): Promise<Store | undefined> {
+  const required = config.store === "containerd";
+  if (!required && (config.store !== "auto" || !(await isSocket(config.containerdSock)))) return undefined;
+  const { ContainerdStore, containerdAnswers } = await import("../store/containerd/index.ts");
+  if (!required && !(await containerdAnswers(config.containerdSock))) return undefined;
+  return ContainerdStore.open({
+    socket: config.containerdSock,
+    namespace: config.containerdNamespace,
+    contentPath: config.containerdContentPath,
+    logger: log,
+    waitForContainerd: required,
+  });
+}
+
+async function isSocket(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 async function resolveRoot(stores: readonly Store[], reference: TagReference): Promise<Digest | undefined> {

@@ -7,7 +7,6 @@ import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify } from "@libp2p/identify";
 import { kadDHT, passthroughMapper } from "@libp2p/kad-dht";
-import { mdns } from "@libp2p/mdns";
 import { ping } from "@libp2p/ping";
 import { preSharedKey } from "@libp2p/pnet";
 import { tcp } from "@libp2p/tcp";
@@ -53,6 +52,8 @@ export async function startRouter(config: RouterConfig, log: Logger): Promise<St
   // Records from other nodes expire after two refresh intervals (Spegel: 15 min + 2 x 2 min).
   const validityMs = 2 * config.advertiseInterval;
 
+  // mDNS (multicast-dns and its DNS packet codec) is imported only when it is on.
+  const mdns = config.mdns ? (await import("@libp2p/mdns")).mdns : undefined;
   const build = (listen: string[]): Promise<DhtNode> =>
     createLibp2p({
       privateKey: key,
@@ -61,7 +62,7 @@ export async function startRouter(config: RouterConfig, log: Logger): Promise<St
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       ...(psk ? { connectionProtector: preSharedKey({ psk }) } : {}),
-      peerDiscovery: config.mdns ? [mdns({ serviceTag: config.mdnsServiceName, interval: 10_000 })] : [],
+      peerDiscovery: mdns ? [mdns({ serviceTag: config.mdnsServiceName, interval: 10_000 })] : [],
       services: {
         identify: identify(),
         ping: ping(),
