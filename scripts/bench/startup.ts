@@ -3,7 +3,8 @@
 //   time to listening (/livez 200) and to ready (/readyz 200) over N fresh starts, each
 //   with a new data dir (so a new peer key); then idle RSS of one node alone and of two
 //   nodes whose DHT is up (the second bootstraps from the first: both routing tables
-//   non-empty), read from /proc/<pid>/status after an idle period.
+//   non-empty), read from /proc/<pid>/status after an idle period: RSS, and its anonymous
+//   (heap) and file-backed (executable) parts.
 //
 //   bun scripts/bench/startup.ts [--bin dist/kagami] [--runs 10] [--idle 10]
 //
@@ -14,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../e2e/proc.ts";
-import { readRss } from "./rss.ts";
+import { readRssParts } from "./rss.ts";
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -56,7 +57,10 @@ async function msUntil(url: string, since: number): Promise<number> {
   throw new Error(`${url} did not answer 200 within 30 s`);
 }
 
-const rssMiB = (pid: number) => readRss(pid) / 2 ** 20;
+const rssMiB = (pid: number) => {
+  const parts = readRssParts(pid);
+  return [parts.rss, parts.anon, parts.file].map((bytes) => bytes / 2 ** 20);
+};
 
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -102,8 +106,8 @@ try {
     const s = stats(xs);
     console.log(`${label.padEnd(32)}${fmt(s.min)} ${fmt(s.median)} ${fmt(s.max)}`);
   }
-  console.log(`\nidle RSS after ${idleSeconds} s (MiB)`);
-  for (const [label, mib] of rows) console.log(`${label.padEnd(40)}${fmt(mib)}`);
+  console.log(`\n${`idle RSS after ${idleSeconds} s (MiB)`.padEnd(40)}${["rss", "anon", "file"].map((h) => h.padStart(8)).join(" ")}`);
+  for (const [label, mib] of rows) console.log(`${label.padEnd(40)}${mib.map(fmt).join(" ")}`);
 } finally {
   rmSync(root, { recursive: true, force: true });
 }
