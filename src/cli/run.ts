@@ -51,6 +51,8 @@ export async function run(argv: string[]): Promise<number> {
       console.error(`kagami ${name}: ${e.message}`);
       return 2;
     }
-    throw e;
+    // A start-up failure (a port in use, an unreadable data dir) is one clear line, not a trace.
+    console.error(`kagami ${name}: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
   }
 }

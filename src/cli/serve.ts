@@ -94,10 +94,10 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     advertisedKeys: (limit) => [...p2p.sync.advertised].slice(0, limit),
     governor: () => ({ ...governor.state() }),
   });
-  const advertisedTimer = setInterval(() => void publishAdvertised(), 15_000);
-  advertisedTimer.unref?.();
   const publishAdvertised = async () =>
     metrics.setAdvertised(await advertisedCounts(p2p.sync.advertised, (ref) => resolveRoot(stores, ref)));
+  const advertisedTimer = setInterval(() => void publishAdvertised(), 15_000);
+  advertisedTimer.unref?.();
 
   const app = createRegistryApp({
     stores: upstream ? [...stores, ingesting] : stores,

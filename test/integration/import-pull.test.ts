@@ -97,6 +97,14 @@ describe("import, serve, pull with skopeo", () => {
     expect(r.status).toBe(404);
   });
 
+  test("a second kagami on a port in use fails with one clear line and exit code 1", async () => {
+    const port = new URL(base).port;
+    const r = await run([...KAGAMI, "serve", "--mdns=false", "--pull-through=false", `--registry-addr=127.0.0.1:${port}`, "--router-addr=127.0.0.1:0", "--metrics-addr=127.0.0.1:0", `--data-dir=${join(dir, "second")}`, "--log-level=error"], { allowFailure: true });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`port ${port}`);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
   test("SIGTERM stops the server with exit code 0", async () => {
     kagami.signal("SIGTERM");
     const status = await kagami.exited;
