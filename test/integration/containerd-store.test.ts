@@ -18,9 +18,6 @@ async function fixture(name: string, contentMounted: boolean): Promise<StoreFixt
     socket: containerd.socket,
     namespace: "k8s.io",
     contentPath: contentMounted ? undefined : join(containerd.dir, "not-mounted"),
-    // Right after a synchronous garbage collection, a containerd on a busy CI disk has been
-    // seen to take over 5 s (the production deadline) to answer images.Get.
-    callTimeoutMs: 15_000,
   });
   return {
     store,
