@@ -4,6 +4,9 @@ import { readFileSync } from "node:fs";
 export interface RssSampler {
   first: number;
   peak: number;
+  /** Anonymous memory (heap, buffers): what grows with load; the rest is the executable's pages. */
+  firstAnon: number;
+  peakAnon: number;
   stop(): void;
 }
 
@@ -20,11 +23,13 @@ export function readRss(pid: number): number {
 }
 
 export function sampleRss(pid: number, everyMs: number): RssSampler {
-  const s: RssSampler = { first: readRss(pid), peak: 0, stop: () => clearInterval(timer) };
-  s.peak = s.first;
+  const start = readRssParts(pid);
+  const s: RssSampler = { first: start.rss, peak: start.rss, firstAnon: start.anon, peakAnon: start.anon, stop: () => clearInterval(timer) };
   const timer = setInterval(() => {
     try {
-      s.peak = Math.max(s.peak, readRss(pid));
+      const now = readRssParts(pid);
+      s.peak = Math.max(s.peak, now.rss);
+      s.peakAnon = Math.max(s.peakAnon, now.anon);
     } catch {
       clearInterval(timer);
     }

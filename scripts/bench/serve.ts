@@ -18,7 +18,7 @@ const { values } = parseArgs({
   options: {
     clients: { type: "string", default: "50" },
     "size-mib": { type: "string", default: "1024" },
-    rounds: { type: "string", default: "2" },
+    rounds: { type: "string", default: "3" },
   },
 });
 const clients = Number(values.clients);
@@ -71,6 +71,8 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${dir}/
   const nginx: Proc = spawnProcess({ name: "nginx", cmd: ["nginx", "-c", conf, "-e", `${dir}/nginx-error.log`] });
   await waitForPort({ host: "127.0.0.1", port: nginxPort });
 
+  // kagami gives back its start-up pages 5 s after it is ready: measure idle after that.
+  await Bun.sleep(6000);
   const rss: RssSampler = sampleRss(kagami.proc.pid, 50);
   const rows: { server: string; round: number; seconds: number; gbps: number }[] = [];
   for (let round = 1; round <= rounds; round++) {
@@ -88,14 +90,19 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${dir}/
   await kagami.proc.stop();
   await nginx.stop();
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  };
   const k = median(rows.filter((r) => r.server === "kagami").map((r) => r.gbps));
   const n = median(rows.filter((r) => r.server === "nginx").map((r) => r.gbps));
   console.log(`\n${clients} concurrent downloads of a ${sizeMib} MiB blob over loopback, ${rounds} rounds each (median)\n`);
-  console.log("| server | throughput | kagami / nginx | kagami peak RSS |");
-  console.log("|---|---|---|---|");
-  console.log(`| nginx (sendfile, 1 worker) | ${n.toFixed(2)} GB/s | | |`);
-  console.log(`| kagami | ${k.toFixed(2)} GB/s | ${(k / n).toFixed(3)} | ${(peak / 2 ** 20).toFixed(1)} MiB (idle ${(rss.first / 2 ** 20).toFixed(1)} MiB) |`);
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  console.log("| server | throughput | kagami / nginx | kagami RSS idle -> peak | of which anonymous |");
+  console.log("|---|---|---|---|---|");
+  console.log(`| nginx (sendfile, 1 worker) | ${n.toFixed(2)} GB/s | | | |`);
+  console.log(`| kagami | ${k.toFixed(2)} GB/s | ${(k / n).toFixed(3)} | ${mib(rss.first)} -> ${mib(peak)} | ${mib(rss.firstAnon)} -> ${mib(rss.peakAnon)} |`);
 }
 
 try {
