@@ -1,22 +1,13 @@
 // The mirror path when peers misbehave: die or stall in the middle of a blob (the client's
 // download completes from another provider), lie about the bytes (the client never gets a
 // complete wrong blob, and the liar is quarantined), or never answer (hedging moves on).
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { blobRequest, content, fakePeer, mirrorWith, sha256, type FakePeer } from "./peers-fixture.ts";
+import { blobRequest, content, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
 import type { Budget } from "../../src/mirror/budget.ts";
 import { SMALL_BLOB_BYTES } from "../../src/mirror/peers.ts";
 
-let peers: FakePeer[] = [];
-afterEach(async () => {
-  await Promise.all(peers.map((p) => p.stop()));
-  peers = [];
-});
-async function start(...specs: Parameters<typeof fakePeer>[]): Promise<FakePeer[]> {
-  const started = await Promise.all(specs.map((s) => fakePeer(...s)));
-  peers.push(...started);
-  return started;
-}
+const start = peersPerTest();
 
 /** Reads a response body to the end; the error when the stream breaks. */
 async function drain(res: Response): Promise<{ bytes: Uint8Array; error?: Error }> {

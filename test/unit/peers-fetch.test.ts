@@ -1,19 +1,10 @@
 // The mirror path to peers, happy and unhappy answers: headers as a local hit has them,
 // ranges, manifests by tag (verified), HEAD, misses, policy flags, one lookup per key.
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { OCI_MANIFEST, type Digest } from "../../src/oci/index.ts";
-import { blobRequest, content, fakePeer, mirrorWith, sha256, type FakePeer } from "./peers-fixture.ts";
+import { blobRequest, content, mirrorWith, peersPerTest, sha256, type fakePeer } from "./peers-fixture.ts";
 
-let peers: FakePeer[] = [];
-afterEach(async () => {
-  await Promise.all(peers.map((p) => p.stop()));
-  peers = [];
-});
-async function start(...specs: Parameters<typeof fakePeer>[]): Promise<FakePeer[]> {
-  const started = await Promise.all(specs.map((s) => fakePeer(...s)));
-  peers.push(...started);
-  return started;
-}
+const start = peersPerTest();
 
 describe("peer mirror: answers", () => {
   test("a blob a peer holds comes back whole, with the headers of a local hit", async () => {

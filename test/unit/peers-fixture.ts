@@ -1,6 +1,7 @@
 // Fake peers for the mirror tests: real HTTP servers on 127.0.0.1 (node:http, which keeps the
 // Content-Length of a streamed answer) that serve a blob well, die or stall half way, lie
 // about its bytes, answer 404, or never answer.
+import { afterEach } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -135,4 +136,21 @@ export function mirrorWith(
 
 export function blobRequest(digest: Digest, extra: Partial<MirrorRequest> = {}): MirrorRequest {
   return { kind: "blob", method: "GET", registry: "docker.io", repository: "library/app", digest, signal: AbortSignal.timeout(20_000), ...extra };
+}
+
+/**
+ * Fake peers started by a test file, stopped after each test: call once at the top of the
+ * file; the returned function starts peers.
+ */
+export function peersPerTest(): (...specs: Parameters<typeof fakePeer>[]) => Promise<FakePeer[]> {
+  let peers: FakePeer[] = [];
+  afterEach(async () => {
+    await Promise.all(peers.map((p) => p.stop()));
+    peers = [];
+  });
+  return async (...specs) => {
+    const started = await Promise.all(specs.map((s) => fakePeer(...s)));
+    peers.push(...started);
+    return started;
+  };
 }
