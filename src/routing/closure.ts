@@ -13,7 +13,7 @@ import {
 import type { Store } from "../store/store.ts";
 
 /** What the closure walk reads: one store, or several seen as one. */
-export type ContentReader = Pick<Store, "describe" | "open">;
+export type ContentReader = Pick<Store, "describe" | "open"> & { has(digest: Digest): Promise<boolean> };
 
 /** Nesting of indexes followed (an index of indexes is rare; deeper is refused). */
 const MAX_DEPTH = 4;
@@ -27,16 +27,7 @@ const MAX_DEPTH = 4;
  * `held` (a full digest list) saves one describe() per blob during a full pass.
  */
 export async function holdsClosure(store: ContentReader, root: Descriptor, held?: ReadonlySet<Digest>): Promise<boolean> {
-  const has = async (digest: Digest): Promise<boolean> => {
-    if (held) return held.has(digest);
-    try {
-      await store.describe(digest);
-      return true;
-    } catch (e) {
-      if (e instanceof NotFoundError) return false;
-      throw e;
-    }
-  };
+  const has = (digest: Digest): Promise<boolean> => (held ? Promise.resolve(held.has(digest)) : store.has(digest));
 
   const complete = async (desc: Descriptor, depth: number): Promise<boolean> => {
     if (depth > MAX_DEPTH || !(await has(desc.digest))) return false;
