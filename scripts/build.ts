@@ -56,6 +56,8 @@ const cmd = [
   // The governor drops page cache from a worker thread; a compiled binary embeds the
   // worker only when it is an entry point.
   "src/governor/pagecache-worker.ts",
+  // Whole blobs from peers are hashed on a worker thread (src/mirror/hasher.ts).
+  "src/mirror/hasher-worker.ts",
 ];
 const started = performance.now();
 const build = Bun.spawnSync(cmd, { cwd: ROOT, stdout: "inherit", stderr: "inherit" });

@@ -7,14 +7,15 @@
 //   That chunk's memory is freed then too (governor/free-chunk.ts), not at the next GC.
 // - Resume: when the peer errors, ends early or stalls, the rest is asked from another
 //   provider with `Range: bytes=<next>-<end>`.
-// - Verify: for a whole blob the bytes are hashed as they pass and the final chunk is held
-//   back until the digest matches. On a mismatch the stream errors, so the client's
-//   connection is cut and it never sees a complete wrong blob as a success.
-import { createHash, type Hash } from "node:crypto";
+// - Verify: for a whole blob each chunk is hashed (hasher.ts, off the main thread) once the
+//   client has been sent it, and the final chunk is held back until the digest matches. On a
+//   mismatch the stream errors, so the client's connection is cut and it never sees a complete
+//   wrong blob as a success.
 import { parseDigest, type ByteRange, type Digest } from "../oci/index.ts";
 import { freeChunk } from "../governor/free-chunk.ts";
 import type { Peer } from "../routing/router.ts";
 import type { Budget } from "./budget.ts";
+import { inlineHashers, type BlobHasher, type Hashers } from "./hasher.ts";
 import { MAX_READ_BYTES, type BodyReader, type ReadResult } from "./http1.ts";
 
 /** A peer response whose body carries bytes from `offset` on. */
@@ -39,6 +40,8 @@ export interface BlobStreamInit {
   /** Most resumes of one download. */
   maxResumes: number;
   budget: Budget;
+  /** Where whole blobs are hashed (default: inline, on this thread). */
+  hashers?: Hashers;
   /** The client's request signal. */
   signal: AbortSignal;
   onResume?: (from: Peer, offset: number, reason: string) => void;
@@ -54,7 +57,8 @@ export class StalledError extends Error {
 
 export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array> {
   const expected = init.range.end - init.range.start + 1;
-  const hash: Hash | undefined = init.verify ? createHash(parseDigest(init.digest).algorithm) : undefined;
+  const algorithm = parseDigest(init.digest).algorithm;
+  const hasher: BlobHasher | undefined = init.verify ? (init.hashers ?? inlineHashers()).open(algorithm) : undefined;
   const failed = new Set<string>();
   const contributors: Peer[] = [init.first.peer];
   let source: BlobSource | undefined = init.first;
@@ -79,6 +83,7 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
     if (finished) return;
     finished = true;
     releaseHeld();
+    if (!complete) hasher?.drop();
     dropSource(new Error(error ?? "done"));
     init.onEnd?.(sent, complete, error);
   };
@@ -116,8 +121,16 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        releaseHeld();
-        if (handedOn) freeChunk(handedOn);
+        // Bun has written the chunk handed on last: hash it (its budget is released once hashed), or free it.
+        if (hasher && handedOn) {
+          const bytes = held;
+          held = 0;
+          // Waits while this stream's chunks queue for the hasher: it keeps up with one stream.
+          await hasher.update(handedOn, () => init.budget.release(bytes));
+        } else {
+          releaseHeld();
+          if (handedOn) freeChunk(handedOn);
+        }
         handedOn = undefined;
         try {
           for (;;) {
@@ -149,7 +162,6 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
             init.budget.release(held - chunk.byteLength);
             held = chunk.byteLength;
             if (chunk.byteLength === 0) continue;
-            hash?.update(chunk);
             sent += chunk.byteLength;
             if (sent < expected) {
               controller.enqueue(chunk);
@@ -157,8 +169,8 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
               return;
             }
             // The final chunk: handed on only when the whole blob hashes to its digest.
-            if (hash) {
-              const actual = `${parseDigest(init.digest).algorithm}:${hash.digest("hex")}` as Digest;
+            if (hasher) {
+              const actual = `${algorithm}:${await hasher.finish(chunk)}` as Digest;
               if (actual !== init.digest) {
                 init.onMismatch?.(contributors, actual);
                 throw new Error(`peer bytes hash to ${actual}, not ${init.digest}`);

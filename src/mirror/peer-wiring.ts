@@ -1,12 +1,14 @@
 // Everything peer-to-peer `kagami serve` starts, behind one call: the libp2p router, the sync
 // that advertises what the stores hold, and the peer mirror the registry asks on a miss.
 import type { Config } from "../config.ts";
+import { errorMessage } from "../errors.ts";
 import type { Logger } from "../observability/log.ts";
 import { startRouter, type RouterConfig } from "../routing/node.ts";
 import type { P2PRouter } from "../routing/p2p.ts";
 import { startSync, type AdvertiseSync } from "../routing/sync.ts";
 import type { Store } from "../store/store.ts";
 import type { Budget } from "./budget.ts";
+import { workerHashers } from "./hasher.ts";
 import { peerMirrorFromConfig, type PeerMirror, type PeerMirrorConfig } from "./peers.ts";
 
 export interface PeerToPeer {
@@ -27,9 +29,10 @@ export async function startPeerToPeer(
   deps: { stores: readonly Store[]; log: Logger; budget?: Budget },
 ): Promise<PeerToPeer> {
   const { router, idHandler } = await startRouter(config, deps.log);
+  const hashers = workerHashers({ onFailure: (e) => deps.log.warn({ err: errorMessage(e) }, "digest worker failed: hashing on the main thread") });
   let mirror: PeerMirror;
   try {
-    mirror = peerMirrorFromConfig(config, router, deps.log, deps.budget);
+    mirror = peerMirrorFromConfig(config, router, deps.log, { ...(deps.budget ? { budget: deps.budget } : {}), hashers });
   } catch (e) {
     await router.close();
     throw e;
@@ -44,6 +47,7 @@ export async function startPeerToPeer(
     async stop() {
       await sync.stop();
       await router.close();
+      hashers.stop();
     },
   };
 }

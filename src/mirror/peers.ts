@@ -24,6 +24,7 @@ import type { Peer, Router } from "../routing/router.ts";
 import { digestBytes } from "../store/verify.ts";
 import { UNLIMITED_BUDGET, type Budget } from "./budget.ts";
 import { raceProviders, type AttemptOutcome, type RaceResult } from "./hedge.ts";
+import type { Hashers } from "./hasher.ts";
 import { MAX_READ_BYTES } from "./http1.ts";
 import { LatencyTracker } from "./latency.ts";
 import { PeerAnswerError, readPeerContent, readWhole, requestPeer, type PeerAnswer, type PeerContent } from "./peer-http.ts";
@@ -45,6 +46,8 @@ export interface PeerMirrorOptions {
   registryFilters?: readonly string[];
   /** The governor's byte budget; every chunk held on this path is taken from it. */
   budget?: Budget;
+  /** Where whole blobs are hashed while they stream (default: inline). */
+  hashers?: Hashers;
   /** Manifests and HEAD requests: the whole answer within this (Spegel: 3 s). */
   manifestDeadlineMs?: number;
   /** Response headers within this when too few latencies are known. */
@@ -289,6 +292,7 @@ export class PeerMirror implements MirrorSource {
       stallTimeoutMs: this.#opts.stallTimeoutMs ?? 5000,
       maxResumes: Math.max(1, this.#opts.resolveRetries),
       budget: this.#budget,
+      ...(this.#opts.hashers ? { hashers: this.#opts.hashers } : {}),
       signal: req.signal,
       onResume: (from, offset, reason) => log.warn({ failed: from.id, offset, reason }, "peer failed mid-blob"),
       onMismatch: (peers, actual) => this.#punish(peers, digest, actual),
@@ -339,7 +343,7 @@ function registryHost(entry: string): string {
 export type PeerMirrorConfig = Pick<Config, "mirrorResolveTimeout" | "mirrorResolveRetries" | "mirroredRegistries" | "registryFilters">;
 
 /** A PeerMirror from Config; throws InvalidError on a bad --registry-filters regex. */
-export function peerMirrorFromConfig(config: PeerMirrorConfig, router: Router, log: Logger, budget?: Budget): PeerMirror {
+export function peerMirrorFromConfig(config: PeerMirrorConfig, router: Router, log: Logger, deps: { budget?: Budget; hashers?: Hashers } = {}): PeerMirror {
   const opts: PeerMirrorOptions = {
     router,
     log,
@@ -348,7 +352,8 @@ export function peerMirrorFromConfig(config: PeerMirrorConfig, router: Router, l
     mirroredRegistries: config.mirroredRegistries,
     registryFilters: config.registryFilters,
   };
-  if (budget) opts.budget = budget;
+  if (deps.budget) opts.budget = deps.budget;
+  if (deps.hashers) opts.hashers = deps.hashers;
   return new PeerMirror(opts);
 }
 

@@ -149,5 +149,7 @@ describe("peer-to-peer mirror across three processes", () => {
     expect(got).toBe(layer.size);
     expect(`sha256:${hash.digest("hex")}`).toBe(layer.digest);
     expect(nodes.c.proc.log()).toContain("resumed blob from another provider");
+    // The blob was verified on the digest worker, which the executable must embed.
+    expect(nodes.c.proc.log()).not.toContain("digest worker failed");
   }, 120_000);
 });

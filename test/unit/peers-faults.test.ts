@@ -3,28 +3,11 @@
 // complete wrong blob, and the liar is quarantined), or never answer (hedging moves on).
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { blobRequest, content, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
+import { blobRequest, content, drain, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
 import type { Budget } from "../../src/mirror/budget.ts";
 import { SMALL_BLOB_BYTES } from "../../src/mirror/peers.ts";
 
 const start = peersPerTest();
-
-/** Reads a response body to the end; the error when the stream breaks. */
-async function drain(res: Response): Promise<{ bytes: Uint8Array; error?: Error }> {
-  const parts: Uint8Array[] = [];
-  const reader = res.body!.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      // A chunk's memory is freed once the next one is asked for (peer-stream.ts): keep a copy.
-      parts.push(value.slice());
-    }
-  } catch (e) {
-    return { bytes: Buffer.concat(parts), error: e as Error };
-  }
-  return { bytes: new Uint8Array(Buffer.concat(parts)) };
-}
 
 describe("peer mirror: faults", () => {
   for (const behaviour of ["die-half", "stall-half", "short"] as const) {

@@ -154,3 +154,20 @@ export function peersPerTest(): (...specs: Parameters<typeof fakePeer>[]) => Pro
     return started;
   };
 }
+
+/** Reads a response body to the end; the error when the stream breaks. */
+export async function drain(res: Response): Promise<{ bytes: Uint8Array; error?: Error }> {
+  const parts: Uint8Array[] = [];
+  const reader = res.body!.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      // A chunk's memory is freed once the next one is asked for (peer-stream.ts): keep a copy.
+      parts.push(value.slice());
+    }
+  } catch (e) {
+    return { bytes: Buffer.concat(parts), error: e as Error };
+  }
+  return { bytes: new Uint8Array(Buffer.concat(parts)) };
+}
