@@ -3,8 +3,11 @@
 //   time to listening (/livez 200) and to ready (/readyz 200) over N fresh starts, each
 //   with a new data dir (so a new peer key); then idle RSS of one node alone and of two
 //   nodes whose DHT is up (the second bootstraps from the first: both routing tables
-//   non-empty), read from /proc/<pid>/status after an idle period: RSS, and its anonymous
-//   (heap) and file-backed (executable) parts.
+//   non-empty), read from /proc/<pid>/status: RSS, and its anonymous (heap) and file-backed
+//   (executable) parts, at the end of the idle period and at its peak (sampled every 250 ms
+//   through the whole idle period, so pages released and read back in between still count).
+//   The idle period starts once start-up is over: STARTUP_SETTLE_MS + 1 s after ready, when
+//   the one-off release of the start-up pages has run.
 //
 //   bun scripts/bench/startup.ts [--bin dist/kagami] [--runs 10] [--idle 10]
 //
@@ -15,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../e2e/proc.ts";
+import { STARTUP_SETTLE_MS } from "../../src/governor/startup-pages.ts";
 import { readRssParts } from "./rss.ts";
 
 const { values } = parseArgs({
@@ -57,10 +61,18 @@ async function msUntil(url: string, since: number): Promise<number> {
   throw new Error(`${url} did not answer 200 within 30 s`);
 }
 
-const rssMiB = (pid: number) => {
-  const parts = readRssParts(pid);
-  return [parts.rss, parts.anon, parts.file].map((bytes) => bytes / 2 ** 20);
-};
+type Parts = ReturnType<typeof readRssParts>;
+const mib = (parts: Parts) => [parts.rss, parts.anon, parts.file].map((bytes) => bytes / 2 ** 20);
+
+/** Samples pid's RSS every `everyMs` until stopped; the peak keeps the anon/file split of its sample. */
+function watchPeak(pid: number, everyMs: number): { peak: () => Parts; stop: () => void } {
+  let peak = readRssParts(pid);
+  const timer = setInterval(() => {
+    const now = readRssParts(pid);
+    if (now.rss > peak.rss) peak = now;
+  }, everyMs);
+  return { peak: () => peak, stop: () => clearInterval(timer) };
+}
 
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -90,12 +102,18 @@ try {
   const second = await start("dht-b", ["--bootstrap-kind=static", `--static-bootstrap-peers=/ip4/127.0.0.1/tcp/${first.router}/p2p/${peerId}`]);
   await msUntil(`${second.registry}/readyz`, performance.now());
   await msUntil(`${first.registry}/readyz`, performance.now());
-  await Bun.sleep(idleSeconds * 1000);
-  const rows = [
-    ["one node, no peers", rssMiB(alone.proc.pid)],
-    ["DHT up: node A (bootstrap target)", rssMiB(first.proc.pid)],
-    ["DHT up: node B (bootstrapped from A)", rssMiB(second.proc.pid)],
+  const labelled = [
+    ["one node, no peers", alone],
+    ["DHT up: node A (bootstrap target)", first],
+    ["DHT up: node B (bootstrapped from A)", second],
   ] as const;
+  await Bun.sleep(STARTUP_SETTLE_MS + 1000);
+  const watches = labelled.map(([, n]) => watchPeak(n.proc.pid, 250));
+  await Bun.sleep(idleSeconds * 1000);
+  const rows = labelled.map(([label, n], i) => {
+    watches[i]!.stop();
+    return [label, mib(readRssParts(n.proc.pid)), mib(watches[i]!.peak())] as const;
+  });
   for (const n of [alone, first, second]) n.proc.kill("SIGTERM");
   await Promise.all([alone, first, second].map((n) => n.proc.exited));
 
@@ -106,8 +124,9 @@ try {
     const s = stats(xs);
     console.log(`${label.padEnd(32)}${fmt(s.min)} ${fmt(s.median)} ${fmt(s.max)}`);
   }
-  console.log(`\n${`idle RSS after ${idleSeconds} s (MiB)`.padEnd(40)}${["rss", "anon", "file"].map((h) => h.padStart(8)).join(" ")}`);
-  for (const [label, mib] of rows) console.log(`${label.padEnd(40)}${mib.map(fmt).join(" ")}`);
+  const heads = ["rss", "anon", "file"];
+  console.log(`\n${`idle RSS over ${idleSeconds} s (MiB)`.padEnd(40)}${[...heads.map((h) => `end ${h}`), ...heads.map((h) => `peak ${h}`)].map((h) => h.padStart(10)).join(" ")}`);
+  for (const [label, end, peak] of rows) console.log(`${label.padEnd(40)}${[...end, ...peak].map((n) => n.toFixed(1).padStart(10)).join(" ")}`);
 } finally {
   rmSync(root, { recursive: true, force: true });
 }
