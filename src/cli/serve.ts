@@ -66,7 +66,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   for (const s of stores) health.register(`store:${s.name}`, () => ({ ok: s.healthy(), reason: `${s.name} store unreachable` }));
 
   const governor = createGovernor(config, log);
-  const p2p = await startPeerToPeer(config, { stores, log, budget: governor.budget });
+  const p2p = await startPeerToPeer(config, { stores, log, budget: governor.budget, memoryLimit: () => governor.latest.limit.bytes });
   health.register("router", p2p.readiness);
   // Pull-through: blobs being fetched are served while they grow (the ingesting store, after
   // the others); the gc keeps the local store under --cache-size / --cache-ttl.

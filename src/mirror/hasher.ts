@@ -107,10 +107,26 @@ function workerSpecifier(): string {
 export const WORKER_IDLE_MS = 30_000;
 
 /**
+ * Below this memory limit streams hash inline. Measured in a 128Mi cgroup with 10-200 streams
+ * proxied from a peer (scripts/bench/memory.ts): with the worker, anonymous memory was ~25 MiB
+ * higher (an idle worker alone costs ~4 MiB: the rest is chunks in flight between threads),
+ * the executable's pages were pushed out (27,734 major faults) and throughput fell 0.39 -> 0.24
+ * GB/s. Where memory is not that tight (no cgroup limit: 512 MiB) the worker pays.
+ */
+export const WORKER_MIN_LIMIT_BYTES = 512 * 2 ** 20;
+
+export interface WorkerHashersOptions {
+  idleMs?: number;
+  onFailure?: (error: unknown) => void;
+  /** Asked for each stream: false hashes it inline (e.g. under a tight memory limit). */
+  offThread?: () => boolean;
+}
+
+/**
  * Hashers on one Worker, started at the first stream and stopped when idle. If the worker
  * cannot start or dies, its streams fail (their clients retry) and later ones hash inline.
  */
-export function workerHashers(opts: { idleMs?: number; onFailure?: (error: unknown) => void } = {}): Hashers {
+export function workerHashers(opts: WorkerHashersOptions = {}): Hashers {
   const idleMs = opts.idleMs ?? WORKER_IDLE_MS;
   const inline = inlineHashers();
   const streams = new Map<number, WorkerStream>();
@@ -193,7 +209,7 @@ export function workerHashers(opts: { idleMs?: number; onFailure?: (error: unkno
       return worker !== undefined;
     },
     open(algorithm) {
-      if (broken) return inline.open(algorithm);
+      if (broken || opts.offThread?.() === false) return inline.open(algorithm);
       const id = nextId++;
       const stream: WorkerStream = { pending: [] };
       streams.set(id, stream);

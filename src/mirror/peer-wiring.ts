@@ -8,7 +8,7 @@ import type { P2PRouter } from "../routing/p2p.ts";
 import { startSync, type AdvertiseSync } from "../routing/sync.ts";
 import type { Store } from "../store/store.ts";
 import type { Budget } from "./budget.ts";
-import { workerHashers } from "./hasher.ts";
+import { WORKER_MIN_LIMIT_BYTES, workerHashers } from "./hasher.ts";
 import { peerMirrorFromConfig, type PeerMirror, type PeerMirrorConfig } from "./peers.ts";
 
 export interface PeerToPeer {
@@ -26,10 +26,13 @@ export interface PeerToPeer {
 
 export async function startPeerToPeer(
   config: RouterConfig & PeerMirrorConfig & Pick<Config, "advertiseInterval">,
-  deps: { stores: readonly Store[]; log: Logger; budget?: Budget },
+  deps: { stores: readonly Store[]; log: Logger; budget?: Budget; memoryLimit?: () => number },
 ): Promise<PeerToPeer> {
   const { router, idHandler } = await startRouter(config, deps.log);
-  const hashers = workerHashers({ onFailure: (e) => deps.log.warn({ err: errorMessage(e) }, "digest worker failed: hashing on the main thread") });
+  const hashers = workerHashers({
+    onFailure: (e) => deps.log.warn({ err: errorMessage(e) }, "digest worker failed: hashing on the main thread"),
+    offThread: () => (deps.memoryLimit?.() ?? Infinity) >= WORKER_MIN_LIMIT_BYTES,
+  });
   let mirror: PeerMirror;
   try {
     mirror = peerMirrorFromConfig(config, router, deps.log, { ...(deps.budget ? { budget: deps.budget } : {}), hashers });

@@ -70,6 +70,21 @@ describe("digest hashers on a worker", () => {
     expect(await again.finish(bytes)).toBe(createHash("sha256").update(bytes).digest("hex"));
   });
 
+  test("streams that must not go off-thread (a tight memory limit) hash inline", async () => {
+    let offThread = false;
+    hashers = workerHashers({ offThread: () => offThread });
+    const bytes = new Uint8Array(randomBytes(3000));
+    const h = hashers.open("sha256");
+    await h.update(bytes.slice(0, 1000), () => {});
+    expect(await h.finish(bytes.subarray(1000))).toBe(createHash("sha256").update(bytes).digest("hex"));
+    expect(hashers.running).toBe(false);
+    offThread = true;
+    const w = hashers.open("sha256");
+    await w.update(bytes.slice(0, 1000), () => {});
+    expect(await w.finish(bytes.subarray(1000))).toBe(createHash("sha256").update(bytes).digest("hex"));
+    expect(hashers.running).toBe(true);
+  });
+
   test("an idle worker is stopped and started again for the next stream", async () => {
     hashers = workerHashers({ idleMs: 20 });
     const digestOf = async (bytes: Uint8Array) => {
