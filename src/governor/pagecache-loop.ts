@@ -67,6 +67,33 @@ export function inlineLoop(files: ServedFiles): PageCacheLoop {
 }
 
 /**
+ * Starts the loop `start` makes at the first file served: until then kagami has no page cache
+ * to drop, and an idle node keeps no thread that wakes 4 times a second (the worker's JS runtime
+ * costs ~2 MiB of anonymous memory, measured with scripts/bench/startup.ts).
+ */
+export function lazyLoop(start: () => PageCacheLoop, mode: PageCacheStats["mode"]): PageCacheLoop {
+  let loop: PageCacheLoop | undefined;
+  let last: { p: Pressure; t: Thresholds } | undefined;
+  const started = (): PageCacheLoop => {
+    if (!loop) {
+      loop = start();
+      if (last) loop.sampled(last.p, last.t);
+    }
+    return loop;
+  };
+  return {
+    served: (path, size) => started().served(path, size),
+    sending: (path, size) => started().sending(path, size),
+    sampled(p, t) {
+      last = { p, t };
+      loop?.sampled(p, t);
+    },
+    stats: () => loop?.stats() ?? { mode, samples: 0, droppedFiles: 0, droppedBytes: 0 },
+    stop: () => loop?.stop(),
+  };
+}
+
+/**
  * Starts the worker; `onFailure` is told if it cannot run (e.g. a compiled executable built
  * without src/governor/pagecache-worker.ts as an entry point), so the caller can go inline.
  */

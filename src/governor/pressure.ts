@@ -9,7 +9,7 @@ import { ByteBudget } from "./budget.ts";
 import { budgetedStream, DEFAULT_CHUNK_BYTES, SOURCE_BUFFER_BYTES } from "./budget-stream.ts";
 import { findMemoryCgroup, readMemory, type MemoryCgroup, type MemorySample } from "./cgroup.ts";
 import { registerGovernorMetrics } from "./metrics.ts";
-import { inlineLoop, workerLoop, type PageCacheLoop, type PageCacheStats } from "./pagecache-loop.ts";
+import { inlineLoop, lazyLoop, workerLoop, type PageCacheLoop, type PageCacheStats } from "./pagecache-loop.ts";
 import { pageCacheControlAvailable, ServedFiles } from "./pagecache.ts";
 import {
   defaultBudget,
@@ -156,10 +156,14 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
   let pageCache: PageCacheLoop | null = !enabled
     ? null
     : useWorker && cgroup
-      ? workerLoop(cgroup, (error) => {
-          log.warn({ err: error }, "page-cache worker failed: dropping page cache from the main thread");
-          pageCache = inline();
-        })
+      ? lazyLoop(
+          () =>
+            workerLoop(cgroup, (error) => {
+              log.warn({ err: error }, "page-cache worker failed: dropping page cache from the main thread");
+              pageCache = inline();
+            }),
+          "worker",
+        )
       : inline();
 
   log.info(

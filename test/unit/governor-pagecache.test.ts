@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adviseDontNeed, dropFileCache, pageCacheControlAvailable, ServedFiles } from "../../src/governor/pagecache.ts";
 import { createGovernor } from "../../src/governor/pressure.ts";
+import { lazyLoop } from "../../src/governor/pagecache-loop.ts";
 import { silentLogger } from "../../src/observability/log.ts";
 
 const dir = mkdtempSync(join(tmpdir(), `kagami-pagecache-${process.pid}-`));
@@ -139,5 +140,37 @@ describe.if(process.platform === "linux")("the page-cache worker", () => {
     } finally {
       governor.stop();
     }
+  });
+});
+
+describe("lazyLoop", () => {
+  const pressure = { workingSet: 1, committed: 1, measuredBy: "cgroup" as const };
+  const t = { soft: 10, hard: 20, hysteresis: 1 };
+
+  test("starts the loop at the first file served, with the thresholds sampled before", () => {
+    const calls: string[] = [];
+    let starts = 0;
+    const loop = lazyLoop(() => {
+      starts++;
+      return {
+        served: (path) => void calls.push(`served ${path}`),
+        sending: (path) => (calls.push(`sending ${path}`), () => calls.push(`sent ${path}`)),
+        sampled: (_p, th) => void calls.push(`sampled ${th.soft}`),
+        stats: () => ({ mode: "worker", samples: 7, droppedFiles: 0, droppedBytes: 0 }),
+        stop: () => void calls.push("stop"),
+      };
+    }, "worker");
+    loop.sampled(pressure, t);
+    loop.sampled(pressure, { ...t, soft: 11 });
+    expect(starts).toBe(0);
+    expect(loop.stats().samples).toBe(0);
+    loop.served("/a", 1);
+    const done = loop.sending("/b", 2);
+    done();
+    loop.sampled(pressure, { ...t, soft: 12 });
+    loop.stop();
+    expect(starts).toBe(1);
+    expect(calls).toEqual(["sampled 11", "served /a", "sending /b", "sent /b", "sampled 12", "stop"]);
+    expect(loop.stats().samples).toBe(7);
   });
 });
