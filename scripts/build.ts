@@ -44,11 +44,13 @@ const cmd = [
   "--format=esm",
   "--minify",
   "--sourcemap=none",
-  // Start-up code runs once: a JIT tier-up threshold 10x the default leaves it in the
-  // interpreter, and only code that stays hot is compiled. Measured (scripts/bench/startup.ts,
-  // after 40-60 s idle): 4-7 MiB less RSS than the default policy, and no more CPU per GiB
-  // through the peer path (scripts/bench/peer.ts).
-  "--compile-jit-policy=10",
+  // Start-up and idle timers run code rarely: a JIT tier-up threshold 1000x the default leaves
+  // it in the interpreter, and only code that stays hot (the data path) is compiled. Measured
+  // with scripts/bench/startup.ts --idle 60 (peak RSS of two DHT-up nodes): x1 4-7 MiB above
+  // x10; x10 50.1 / 52.3 MiB, x100 47.4 / 49.1, x1000 46.4-47.2 / 47.5-48.9 (three runs). CPU per
+  // GiB through the peer path (scripts/bench/peer.ts, two runs each): x10 2.54 / 2.22 s, x1000
+  // 2.79 / 2.09 s, within the machine's noise; time to first byte alike (1.2-1.5 ms).
+  "--compile-jit-policy=1000",
   `--define=KAGAMI_COMMIT=${JSON.stringify(stamp)}`,
   `--outfile=${outfile}`,
   ...(values.target ? [`--target=${values.target}`] : []),
