@@ -3,8 +3,7 @@
 // complete wrong blob, and the liar is quarantined), or never answer (hedging moves on).
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { blobRequest, content, drain, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
-import type { Budget } from "../../src/mirror/budget.ts";
+import { blobRequest, content, countingBudget, drain, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
 import { SMALL_BLOB_BYTES } from "../../src/mirror/peers.ts";
 
 const start = peersPerTest();
@@ -192,19 +191,7 @@ describe("peer mirror: faults", () => {
   });
 
   test("every chunk is taken from the byte budget and given back", async () => {
-    let inUse = 0;
-    let peak = 0;
-    let acquired = 0;
-    const budget: Budget = {
-      acquire: async (n) => {
-        inUse += n;
-        acquired += n;
-        peak = Math.max(peak, inUse);
-      },
-      release: (n) => {
-        inUse -= n;
-      },
-    };
+    const budget = countingBudget();
     const blob = content(2 << 20);
     const [a] = await start(["a", "good", [blob]]);
     const { mirror } = mirrorWith([{ peer: a!, keys: [blob.digest] }], { budget });
@@ -212,9 +199,9 @@ describe("peer mirror: faults", () => {
     if (!("hit" in r)) throw new Error("miss");
     expect(sha256((await drain(r.hit)).bytes)).toBe(blob.digest);
     // Taken before each read (the most one read delivers), so at least every byte.
-    expect(acquired).toBeGreaterThanOrEqual(2 << 20);
-    expect(inUse).toBe(0);
+    expect(budget.acquired).toBeGreaterThanOrEqual(2 << 20);
+    expect(budget.inUse).toBe(0);
     // One chunk in hand at a time, not the blob.
-    expect(peak).toBeLessThanOrEqual(1 << 20);
+    expect(budget.peak).toBeLessThanOrEqual(1 << 20);
   });
 });

@@ -7,6 +7,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { silentLogger } from "../../src/observability/log.ts";
 import type { Digest } from "../../src/oci/index.ts";
+import type { Budget } from "../../src/mirror/budget.ts";
 import { PeerMirror, type PeerMirrorOptions } from "../../src/mirror/peers.ts";
 import type { MirrorRequest } from "../../src/mirror/source.ts";
 import { MemoryNetwork } from "../../src/routing/memory.ts";
@@ -170,4 +171,22 @@ export async function drain(res: Response): Promise<{ bytes: Uint8Array; error?:
     return { bytes: Buffer.concat(parts), error: e as Error };
   }
   return { bytes: new Uint8Array(Buffer.concat(parts)) };
+}
+
+/** A byte budget that grants everything and counts: bytes in use now, at most, and ever taken. */
+export function countingBudget(): Budget & { inUse: number; peak: number; acquired: number } {
+  const budget = {
+    inUse: 0,
+    peak: 0,
+    acquired: 0,
+    acquire: async (n: number) => {
+      budget.inUse += n;
+      budget.acquired += n;
+      budget.peak = Math.max(budget.peak, budget.inUse);
+    },
+    release: (n: number) => {
+      budget.inUse -= n;
+    },
+  };
+  return budget;
 }

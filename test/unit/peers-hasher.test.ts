@@ -6,9 +6,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import { MAX_QUEUED_CHUNKS, workerHashers, type Hashers } from "../../src/mirror/hasher.ts";
 import { MAX_READ_BYTES } from "../../src/mirror/http1.ts";
-import type { Budget } from "../../src/mirror/budget.ts";
 import { SMALL_BLOB_BYTES } from "../../src/mirror/peers.ts";
-import { blobRequest, content, drain, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
+import { blobRequest, content, countingBudget, drain, mirrorWith, peersPerTest, sha256 } from "./peers-fixture.ts";
 
 const start = peersPerTest();
 let hashers: Hashers | undefined;
@@ -128,25 +127,15 @@ describe("peer mirror with the worker hashing", () => {
 
   test("chunks queued for hashing stay in the byte budget until hashed, and all of it comes back", async () => {
     hashers = workerHashers();
-    let inUse = 0;
-    let peak = 0;
-    const budget: Budget = {
-      acquire: async (n) => {
-        inUse += n;
-        peak = Math.max(peak, inUse);
-      },
-      release: (n) => {
-        inUse -= n;
-      },
-    };
+    const budget = countingBudget();
     const blob = content(8 << 20);
     const [a] = await start(["a", "good", [blob]]);
     const { mirror } = mirrorWith([{ peer: a!, keys: [blob.digest] }], { budget, hashers });
     const r = await mirror.fetch(blobRequest(blob.digest));
     if (!("hit" in r)) throw new Error("miss");
     expect(sha256((await drain(r.hit)).bytes)).toBe(blob.digest);
-    expect(inUse).toBe(0);
+    expect(budget.inUse).toBe(0);
     // The chunk in hand plus at most MAX_QUEUED_CHUNKS waiting for the worker, not the blob.
-    expect(peak).toBeLessThanOrEqual((MAX_QUEUED_CHUNKS + 2) * MAX_READ_BYTES);
+    expect(budget.peak).toBeLessThanOrEqual((MAX_QUEUED_CHUNKS + 2) * MAX_READ_BYTES);
   });
 });
