@@ -51,6 +51,13 @@ export interface BlobStreamInit {
   onEnd?: (bytes: number, complete: boolean, error?: string) => void;
 }
 
+/**
+ * Largest piece of a chunk enqueued at once. Bun.serve keeps what a slow client's socket did not
+ * take of an enqueued piece in its own per-connection buffer, outside the byte budget; pieces
+ * this small bound that to 64 KiB a client instead of a whole 512 KiB read.
+ */
+export const CLIENT_PIECE_BYTES = 64 * 1024;
+
 export class StalledError extends Error {
   override readonly name = "StalledError";
 }
@@ -67,6 +74,8 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
   let resumes = 0;
   let held = 0; // bytes of the chunk last handed on, released when the next pull shows it was taken
   let handedOn: Uint8Array | undefined; // that chunk, freed then
+  let rest: Uint8Array | undefined; // the part of handedOn not yet enqueued
+  let verified = false; // handedOn is the final chunk, and the blob matched its digest
   let finished = false;
 
   const releaseHeld = (): void => {
@@ -86,6 +95,18 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
     if (!complete) hasher?.drop();
     dropSource(new Error(error ?? "done"));
     init.onEnd?.(sent, complete, error);
+  };
+
+  // Hands on the next piece of `bytes`; the stream closes after the last piece of the verified
+  // final chunk.
+  const handOn = (controller: ReadableStreamDefaultController<Uint8Array>, bytes: Uint8Array): void => {
+    const piece = bytes.subarray(0, CLIENT_PIECE_BYTES);
+    rest = bytes.subarray(piece.byteLength);
+    controller.enqueue(piece);
+    if (verified && rest.byteLength === 0) {
+      controller.close();
+      end(true);
+    }
   };
 
   const readWithStall = async (r: BodyReader): Promise<ReadResult> => {
@@ -121,6 +142,11 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
+        // The chunk in hand goes out in pieces: see CLIENT_PIECE_BYTES.
+        if (rest && rest.byteLength > 0) {
+          handOn(controller, rest);
+          return;
+        }
         // Bun has written the chunk handed on last: hash it (its budget is released once hashed), or free it.
         if (hasher && handedOn) {
           const bytes = held;
@@ -163,9 +189,9 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
             held = chunk.byteLength;
             if (chunk.byteLength === 0) continue;
             sent += chunk.byteLength;
+            handedOn = chunk;
             if (sent < expected) {
-              controller.enqueue(chunk);
-              handedOn = chunk;
+              handOn(controller, chunk);
               return;
             }
             // The final chunk: handed on only when the whole blob hashes to its digest.
@@ -176,9 +202,8 @@ export function peerBlobStream(init: BlobStreamInit): ReadableStream<Uint8Array>
                 throw new Error(`peer bytes hash to ${actual}, not ${init.digest}`);
               }
             }
-            controller.enqueue(chunk);
-            controller.close();
-            end(true);
+            verified = true;
+            handOn(controller, chunk);
             return;
           }
         } catch (e) {
