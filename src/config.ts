@@ -3,7 +3,7 @@
 // README's reference are all derived from it.
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { parseBytes, parseDuration } from "./units.ts";
+import { formatBytes, parseBytes, parseDuration } from "./units.ts";
 
 export type Command = "serve" | "import" | "configure" | "cleanup" | "gc" | "version";
 export const COMMANDS: readonly Command[] = ["serve", "import", "configure", "cleanup", "gc", "version"];
@@ -19,6 +19,8 @@ interface FlagSpec {
   choices?: readonly string[];
   /** Shown in help and README instead of a computed default. */
   defaultText?: string;
+  /** Least value of a bytes flag. */
+  min?: number;
 }
 
 const SERVE: readonly Command[] = ["serve"];
@@ -109,6 +111,12 @@ export const FLAGS = {
   "memory-limit": {
     kind: "bytes",
     help: "Memory limit the governor keeps kagami under (e.g. 96Mi); default: the cgroup's limit, else a quarter of RAM up to 512Mi",
+    commands: SERVE,
+  },
+  "memory-budget": {
+    kind: "bytes",
+    min: 1024 * 1024,
+    help: "Byte budget shared by every userspace buffer on the data path (peer and upstream fetches, verification); default: 1/8 of the memory limit, 2Mi to 256Mi",
     commands: SERVE,
   },
   "memory-governor": {
@@ -299,8 +307,11 @@ export function coerce(name: string, spec: FlagSpec, raw: unknown): unknown {
       }
       case "duration":
         return parseDuration(String(raw));
-      case "bytes":
-        return typeof raw === "number" ? raw : parseBytes(String(raw));
+      case "bytes": {
+        const n = typeof raw === "number" ? raw : parseBytes(String(raw));
+        if (spec.min !== undefined && n < spec.min) return fail(`at least ${formatBytes(spec.min)}, got ${formatBytes(n)}`);
+        return n;
+      }
       case "list":
         if (Array.isArray(raw)) return raw.map(String).filter((s) => s.length > 0);
         return String(raw)

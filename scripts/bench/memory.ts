@@ -10,7 +10,7 @@
 // breakdown), peak RSS, OOM kills, ok / corrupted / 404 (shed or missed) / failed downloads and throughput.
 // Run as root, by hand (not in CI):
 //   bun run build && KAGAMI_BIN=$PWD/dist/kagami bun scripts/bench/memory.ts \
-//     [--streams 200] [--few 10] [--size-mib 256] [--limit 128Mi] [--timeout-s 300] [--modes on,off] [--scenarios local,peer] [--logs DIR]
+//     [--streams 200] [--few 10] [--size-mib 256] [--limit 128Mi] [--timeout-s 300] [--modes on,off] [--scenarios local,peer] [--budget SIZE] [--logs DIR]
 import { copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, closeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -36,6 +36,8 @@ const { values } = parseArgs({
     "timeout-s": { type: "string", default: "300" },
     modes: { type: "string", default: "on,off" },
     scenarios: { type: "string", default: "local,peer" },
+    /** kagami's --memory-budget (default: kagami's own, 1/8 of the limit). */
+    budget: { type: "string" },
     /** Keep kagami's logs (debug level) in this directory. */
     logs: { type: "string" },
   },
@@ -47,6 +49,7 @@ const limitBytes = parseBytes(values.limit!);
 const timeoutS = Number(values["timeout-s"]);
 const modes = values.modes!.split(",") as Mode[];
 const scenarios = values.scenarios!.split(",") as Scenario[];
+const budgetFlag = values.budget === undefined ? [] : [`--memory-budget=${parseBytes(values.budget)}`];
 const logsDir = values.logs === undefined ? undefined : resolve(values.logs);
 for (const n of [streams, few, size, timeoutS]) if (!(Number.isInteger(n) && n > 0)) throw new Error(`invalid number ${n}`);
 if (streams > 500) throw new Error("at most 500 streams");
@@ -169,6 +172,7 @@ async function runOnce(s: Setup, mode: Mode, scenario: Scenario, count: number):
       `--metrics-addr=${NODE}:${metricsPort}`,
       "--bootstrap-kind=static",
       `--static-bootstrap-peers=${s.peerRouter}`,
+      ...budgetFlag,
     ],
   });
   try {

@@ -27,6 +27,8 @@ import {
 export interface GovernorConfig {
   /** --memory-limit: overrides the cgroup's limit. */
   memoryLimit?: number | undefined;
+  /** --memory-budget: overrides the budget derived from the limit. */
+  memoryBudget?: number | undefined;
   /** --memory-governor: false leaves the budget unbounded and never sheds nor drops cache. */
   memoryGovernor: boolean;
 }
@@ -38,8 +40,6 @@ export interface GovernorOptions {
   intervalMs?: number;
   /** Sampling period under pressure, clamped to 20 ms .. intervalMs (default 100 ms). */
   pressureIntervalMs?: number;
-  /** Overrides the budget derived from the limit. */
-  budgetBytes?: number;
   /** Cap on readers queued for the budget (see ByteBudget). */
   maxWaiters?: number | undefined;
   chunkBytes?: number;
@@ -140,7 +140,7 @@ export function createGovernor(config: GovernorConfig, log: Logger, opts: Govern
   let sample = read();
   let limit = resolveLimit(config.memoryLimit, sample.limit, totalMemory);
   let t = thresholds(limit.bytes);
-  const budgetFor = (l: Limit): number => (enabled ? (opts.budgetBytes ?? defaultBudget(l.bytes)) : Infinity);
+  const budgetFor = (l: Limit): number => (enabled ? (config.memoryBudget ?? defaultBudget(l.bytes)) : Infinity);
   const budget = new ByteBudget({ total: budgetFor(limit), maxWaiters: opts.maxWaiters });
   let pressure = pressureOf(sample);
   let level: PressureLevel = "ok";

@@ -61,6 +61,10 @@ describe("flags, env and config file", () => {
     expect(() => parseArgs("serve", ["--config=x.yaml"], {}, () => "- a\n- b\n")).toThrow("expected a map");
     expect(() => parseArgs("serve", ["--config=x.toml"], {}, () => "= broken")).toThrow(ConfigError);
   });
+  test("a byte budget below its least value is refused, not clamped", () => {
+    expect(() => parseArgs("serve", ["--memory-budget=64Ki"], {}, noFile)).toThrow("--memory-budget: at least 1.0 MiB, got 64.0 KiB");
+    expect(() => parseArgs("serve", [], { KAGAMI_MEMORY_BUDGET: "0" }, noFile)).toThrow(ConfigError);
+  });
 });
 
 describe("units", () => {

@@ -79,6 +79,15 @@ describe("limit and budget", () => {
     expect(s.budget.total).toBe(12 * MiB);
   });
 
+  test("--memory-budget overrides the derived budget, also when the limit changes", () => {
+    current = reading();
+    const g = governor({ memoryBudget: 10 * MiB });
+    expect(g.state().budget.total).toBe(10 * MiB);
+    current = reading({ limit: 256 * MiB });
+    g.sample();
+    expect(g.state().budget.total).toBe(10 * MiB);
+  });
+
   test("without a limit anywhere, in a shared cgroup: a quarter of RAM up to 512 MiB, measured by the process's RSS", () => {
     current = reading({ limit: null });
     const s = governor().state();
