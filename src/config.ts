@@ -116,7 +116,7 @@ export const FLAGS = {
   "memory-budget": {
     kind: "bytes",
     min: 1024 * 1024,
-    help: "Byte budget shared by every userspace buffer on the data path (peer and upstream fetches, verification); default: 1/8 of the memory limit, 2Mi to 256Mi",
+    help: "Byte budget shared by every userspace buffer on the data path (peer and upstream fetches, verification); default: 1/12 of the memory limit, 2Mi to 256Mi",
     commands: SERVE,
   },
   "memory-governor": {

@@ -36,7 +36,7 @@ const { values } = parseArgs({
     "timeout-s": { type: "string", default: "300" },
     modes: { type: "string", default: "on,off" },
     scenarios: { type: "string", default: "local,peer" },
-    /** kagami's --memory-budget (default: kagami's own, 1/8 of the limit). */
+    /** kagami's --memory-budget (default: kagami's own, 1/12 of the limit). */
     budget: { type: "string" },
     /** Keep kagami's logs (debug level) in this directory. */
     logs: { type: "string" },

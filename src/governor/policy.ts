@@ -34,18 +34,20 @@ export function resolveLimit(flag: number | undefined, cgroupLimit: number | nul
 }
 
 /**
- * The byte budget is 1/8 of the limit (16 MiB at 128Mi), between 2 MiB and 256 MiB.
+ * The byte budget is 1/12 of the limit (10.7 MiB at 128Mi), between 2 MiB and 256 MiB.
  * Measured here (Bun 1.4.5, x86_64, `bun build --compile --bytecode`, all of kagami's imports:
  * hono, pino, prom-client, libp2p + kad-dht + tcp + noise + yamux + identify, an idle
  * Bun.serve): RSS 61 MiB = 13 MiB anonymous + 48 MiB of the executable's mapped pages, which
  * the cgroup charges as page cache in the working set. That is 48% of a 128Mi limit before any
- * request. Bytes released from the budget stay allocated until the GC collects them (up to about
- * another budget), so a budget of 1/8 keeps runtime + budget + garbage near 93 MiB at 128Mi,
- * under the hard threshold (80%), with the rest for sockets and page cache. 16 MiB is 128
- * chunks of 128 KiB in flight: enough for full throughput from a few peers.
+ * request. Bytes released from the budget stay allocated until the GC collects them, and 200
+ * proxied streams add ~20 MiB of connection state besides. scripts/bench/memory.ts (peer, 128Mi,
+ * 10 then 200 streams) grew the RSS by 7.6-15.5 MiB with 1/8 (16 MiB, four runs) and by
+ * 6.6-11.6 MiB with 1/12 (three runs), at 0.48-0.49 against 0.49-0.50 GB/s: a peer stream is
+ * bound by sha256, not by bytes in flight, so the smaller budget costs ~2% and keeps the growth
+ * clear of 16 MiB.
  */
 export function defaultBudget(limit: number): number {
-  return Math.max(2 * MiB, Math.min(256 * MiB, Math.floor(limit / 8)));
+  return Math.max(2 * MiB, Math.min(256 * MiB, Math.floor(limit / 12)));
 }
 
 export interface Thresholds {

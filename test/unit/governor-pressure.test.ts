@@ -64,11 +64,11 @@ afterEach(() => {
 });
 
 describe("limit and budget", () => {
-  test("the cgroup's limit applies, and the budget is 1/8 of it", () => {
+  test("the cgroup's limit applies, and the budget is 1/12 of it", () => {
     current = reading();
     const s = governor().state();
     expect(s.limit).toEqual({ bytes: 128 * MiB, source: "cgroup" });
-    expect(s.budget.total).toBe(16 * MiB);
+    expect(s.budget.total).toBe(Math.floor((128 * MiB) / 12));
     expect(s.thresholds).toMatchObject({ soft: 64 * MiB, hard: Math.floor(0.8 * 128 * MiB) });
   });
 
@@ -76,7 +76,7 @@ describe("limit and budget", () => {
     current = reading();
     const s = governor({ memoryLimit: 96 * MiB }).state();
     expect(s.limit).toEqual({ bytes: 96 * MiB, source: "flag" });
-    expect(s.budget.total).toBe(12 * MiB);
+    expect(s.budget.total).toBe(8 * MiB);
   });
 
   test("--memory-budget overrides the derived budget, also when the limit changes", () => {
@@ -92,7 +92,7 @@ describe("limit and budget", () => {
     current = reading({ limit: null });
     const s = governor().state();
     expect(s.limit).toEqual({ bytes: 512 * MiB, source: "default" });
-    expect(s.budget.total).toBe(64 * MiB);
+    expect(s.budget.total).toBe(Math.floor((512 * MiB) / 12));
     expect(s.measuredBy).toBe("process");
     expect(s.memory.workingSet).toBe(30 * MiB);
   });
@@ -110,7 +110,7 @@ describe("limit and budget", () => {
     const g = governor();
     current = reading({ limit: 256 * MiB });
     g.sample();
-    expect(g.budget.total).toBe(32 * MiB);
+    expect(g.budget.total).toBe(Math.floor((256 * MiB) / 12));
     expect(logs.some((l) => l.msg === "memory limit changed")).toBe(true);
   });
 });
@@ -243,7 +243,7 @@ describe("metrics", () => {
     expect(value("kagami_memory_rss_bytes")).toBe(String(30 * MiB));
     expect(value("kagami_memory_page_cache_bytes")).toBe(String(10 * MiB));
     expect(value("kagami_memory_pressure_level")).toBe("2");
-    expect(value("kagami_budget_bytes")).toBe(String(16 * MiB));
+    expect(value("kagami_budget_bytes")).toBe(String(Math.floor((128 * MiB) / 12)));
     expect(value("kagami_budget_in_use_bytes")).toBe(String(MiB));
     expect(value("kagami_budget_waiters")).toBe("0");
     expect(value('kagami_shed_requests_total{reason="memory_pressure"}')).toBe("1");
