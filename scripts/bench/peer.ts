@@ -4,15 +4,18 @@
 // (b) throughput of a large blob through C versus straight from A, rounds alternating, medians;
 // (c) C's RSS and CPU time during (b) (CPU time is steadier than throughput on a shared
 // machine). Also the ceiling that verification sets: C hashes every byte (sha256), so no
-// verified path beats this machine's sha256 speed, measured here in the same run.
+// verified path beats this machine's sha256 speed, measured here in the same run. Two proxies
+// that verify nothing sit in front of A on 127.0.0.3 in the same rounds, as the reference for
+// any path through userspace: nginx (proxy_pass, buffering on, one worker) and the least a Bun
+// server can do (fetch from A, hand the body to the response).
 //   bun scripts/bench/peer.ts [--requests 500] [--size-mib 1024] [--rounds 3]
 // Public equivalent of (b): `curl -o /dev/null -w '%{speed_download}'` against A, then C.
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
-import { spawnProcess, waitFor, waitForHttp, freePort, run } from "../e2e/proc.ts";
+import { spawnProcess, waitFor, waitForHttp, waitForPort, freePort, run } from "../e2e/proc.ts";
 import { tempDir, teardown } from "../e2e/cleanup.ts";
 import { requireTools } from "../e2e/require.ts";
 import { LocalStore } from "../../src/store/local.ts";
@@ -27,9 +30,11 @@ const { values } = parseArgs({
 const requests = Number(values.requests);
 const rounds = Math.max(1, Number(values.rounds));
 const sizeMib = Number(values["size-mib"]);
-requireTools("curl");
+requireTools("curl", "nginx");
 const A = "127.0.0.2";
 const C = "127.0.0.4";
+/** The reference proxies. */
+const B = "127.0.0.3";
 
 async function ingest(dataDir: string, path: string): Promise<Digest> {
   const v = new DigestVerifier(`sha256:${"0".repeat(64)}` as Digest);
@@ -75,6 +80,8 @@ async function main(): Promise<void> {
   const via = (host: string, digest: Digest) => `http://${host}:${registryPort}/v2/bench/blob/blobs/${digest}?ns=bench.test`;
   await waitFor("C finds the blobs on A", async () => (await fetch(via(C, small), { method: "HEAD" })).status === 200 && (await fetch(via(C, big), { method: "HEAD" })).status === 200, { timeoutMs: 30_000 });
 
+  const proxies = await startReferenceProxies(dir, via(A, big));
+
   const ttfb: number[] = [];
   for (let i = 0; i < requests; i++) {
     const t = performance.now();
@@ -91,6 +98,7 @@ async function main(): Promise<void> {
   const gbps = (r: { bytes: number; seconds: number }) => r.bytes / r.seconds / 1e9;
   const directs: number[] = [];
   const throughs: number[] = [];
+  const byProxy = new Map<string, number[]>(proxies.map((p) => [p.name, []]));
   const rss = sampleRss(c.pid, 50);
   let cpu = 0;
   for (let round = 0; round < rounds; round++) {
@@ -101,6 +109,11 @@ async function main(): Promise<void> {
     for (const r of [direct, through]) if (r.bytes !== sizeMib * 2 ** 20) throw new Error(`got ${r.bytes} bytes`);
     directs.push(gbps(direct));
     throughs.push(gbps(through));
+    for (const p of proxies) {
+      const r = await curl(p.url);
+      if (r.bytes !== sizeMib * 2 ** 20) throw new Error(`${p.name}: got ${r.bytes} bytes`);
+      byProxy.get(p.name)!.push(gbps(r));
+    }
   }
   const peak = peakRss(rss);
   const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
@@ -117,10 +130,39 @@ async function main(): Promise<void> {
   console.log(`| (b) ${sizeMib} MiB straight from A, median of ${rounds} | ${direct.toFixed(2)} GB/s (${list(directs)}) | |`);
   console.log(`| (b) ${sizeMib} MiB through C, median of ${rounds} | ${through.toFixed(2)} GB/s (${list(throughs)}) | |`);
   console.log(`| (b) ratio through C / from A | ${(through / direct).toFixed(3)} | >= 0.85 |`);
+  for (const [name, xs] of byProxy) {
+    console.log(`| (b) ${sizeMib} MiB through ${name}, no verification, median of ${rounds} | ${median(xs).toFixed(2)} GB/s (${list(xs)}) | |`);
+    console.log(`| (b) ratio through ${name} / from A | ${(median(xs) / direct).toFixed(3)} | |`);
+  }
   console.log(`| sha256 on one core (node:crypto, 512 KiB chunks) | ${hash.toFixed(2)} GB/s | |`);
   console.log(`| ceiling of any verified path: sha256 / from A | ${(hash / direct).toFixed(3)} | |`);
   console.log(`| (c) C's peak RSS during (b) | ${(peak / 2 ** 20).toFixed(1)} MiB (before ${(rss.first / 2 ** 20).toFixed(1)} MiB) | |`);
   console.log(`| (c) C's CPU time during (b) | ${cpu.toFixed(2)} s (${(cpu / gib).toFixed(2)} s per GiB) | |`);
+}
+
+/** nginx and a bare Bun proxy on B, each forwarding every request to `target` (A's blob). */
+async function startReferenceProxies(dir: string, target: string): Promise<{ name: string; url: string }[]> {
+  const nginxPort = await freePort(B);
+  const conf = join(dir, "nginx-proxy.conf");
+  writeFileSync(
+    conf,
+    `user root; worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+events { worker_connections 64; }
+http { access_log off; client_body_temp_path ${dir}/nginx-tmp; proxy_temp_path ${dir}/nginx-tmp;
+  server { listen ${B}:${nginxPort};
+    location / { proxy_pass ${target}; proxy_buffering on; proxy_max_temp_file_size 0; proxy_buffer_size 256k; proxy_buffers 16 256k; } } }
+`,
+  );
+  spawnProcess({ name: "nginx-proxy", cmd: ["nginx", "-c", conf, "-e", `${dir}/nginx-error.log`] });
+  const bunPort = await freePort(B);
+  const bare = `Bun.serve({ hostname: "${B}", port: ${bunPort}, fetch: async () => new Response((await fetch(${JSON.stringify(target)})).body) });`;
+  spawnProcess({ name: "bun-proxy", cmd: [process.execPath, "-e", bare] });
+  await waitForPort({ host: B, port: nginxPort });
+  await waitForPort({ host: B, port: bunPort });
+  return [
+    { name: "nginx proxy_pass", url: `http://${B}:${nginxPort}/` },
+    { name: "a bare Bun proxy", url: `http://${B}:${bunPort}/` },
+  ];
 }
 
 /** How fast this machine hashes sha256 on one core, GB/s: best of 3 passes over 1 GiB. */
