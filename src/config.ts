@@ -143,6 +143,12 @@ export const FLAGS = {
     help: "Docker config.json with upstream credentials per registry (its auths section)",
     commands: SERVE,
   },
+  "tag-ttl": {
+    kind: "duration",
+    default: "5m",
+    help: "How long a tag cached from upstream is served before a pull asks upstream again (a HEAD); a moved tag is followed, and while upstream cannot answer the cached tag is served; 0s asks on every pull. Imported tags are never rechecked",
+    commands: SERVE,
+  },
   "upstream-timeout": {
     kind: "duration",
     default: "30s",

@@ -16,6 +16,7 @@ import { startPeerToPeer } from "../mirror/peer-wiring.ts";
 import { Health } from "../registry/health.ts";
 import { LocalStore } from "../store/local.ts";
 import { createUpstreamMirror, pullThroughEnabled, routerView } from "../mirror/upstream.ts";
+import { registerTagCheckMetrics } from "../mirror/upstream-tags.ts";
 import { createCacheGc } from "../store/gc.ts";
 import { IngestingStore } from "../store/ingesting.ts";
 import type { Store } from "../store/store.ts";
@@ -89,6 +90,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
   const debug = new DebugState({ version, commit, registry: formatAddress(config.registryAddr), "data dir": config.dataDir });
   metrics.watchRouter(() => p2p.router.status());
   governor.registerMetrics(metrics.registry);
+  if (upstream) registerTagCheckMetrics(upstream.tags, metrics.registry);
   debug.provide({
     router: () => p2p.router.status(),
     advertisedKeys: (limit) => [...p2p.sync.advertised].slice(0, limit),
@@ -106,6 +108,8 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     health,
     logger: log,
     shedReason: () => (governor.shouldShed() ? `memory pressure ${governor.latest.level}` : undefined),
+    // Only tags in kagami's own store were cached from upstream; containerd's are containerd's.
+    ...(upstream ? { revalidateTag: (store: Store, ref: TagReference) => (store === local ? upstream.revalidateTag(ref) : Promise.resolve(undefined)) } : {}),
     onFileServed: (path, size) => {
       governor.noteFileServed(path, size);
       gc.touch(path);

@@ -9,7 +9,16 @@ import { ConfigError } from "../config.ts";
 import { errorMessage, NotFoundError } from "../errors.ts";
 import type { ByteBudget } from "../governor/budget.ts";
 import type { Logger } from "../observability/log.ts";
-import { OCTET_STREAM, parseRange, RangeError416, resolveRange, type ByteRange, type Descriptor, type Digest } from "../oci/index.ts";
+import {
+  OCTET_STREAM,
+  parseRange,
+  RangeError416,
+  resolveRange,
+  type ByteRange,
+  type Descriptor,
+  type Digest,
+  type TagReference,
+} from "../oci/index.ts";
 import { contentBody, contentHeaders, errorResponse } from "../registry/respond.ts";
 import type { CacheGc } from "../store/gc.ts";
 import { IngestingStore } from "../store/ingesting.ts";
@@ -20,6 +29,7 @@ import { tagReferenceOf, type MirrorRequest, type MirrorResult, type MirrorSourc
 import { UpstreamClient, UpstreamError } from "./upstream-client.ts";
 import { AlreadyHeldError, BlobFetches, type BlobFetchStats } from "./upstream-fetch.ts";
 import { UpstreamManifests } from "./upstream-manifest.ts";
+import { UpstreamTags } from "./upstream-tags.ts";
 import type { ClusterView } from "./upstream-owner.ts";
 
 export { routerView } from "./upstream-owner.ts";
@@ -36,6 +46,8 @@ export interface UpstreamConfig {
   registryCredentials?: string | undefined;
   /** Header wait of every upstream request and longest pause in a body, ms. */
   upstreamTimeout: number;
+  /** How long a tag cached from upstream is served before it is rechecked, ms. */
+  tagTtl: number;
 }
 
 export interface UpstreamMirrorOptions {
@@ -84,6 +96,8 @@ export class UpstreamMirror implements MirrorSource {
   readonly client: UpstreamClient;
   private readonly blobs: BlobFetches;
   private readonly manifests: UpstreamManifests;
+  /** Freshness of the tags this mirror cached. */
+  readonly tags: UpstreamTags;
   private readonly log: Logger;
 
   constructor(private readonly opts: UpstreamMirrorOptions) {
@@ -120,6 +134,18 @@ export class UpstreamMirror implements MirrorSource {
       },
     });
     this.manifests = new UpstreamManifests(this.client, opts.store, opts.budget, maxInflight, config.upstreamTimeout);
+    this.tags = new UpstreamTags({
+      store: opts.store,
+      manifests: this.manifests,
+      logger,
+      ttlMs: config.tagTtl,
+      upstreamTimeoutMs: config.upstreamTimeout,
+    });
+  }
+
+  /** A tag held in the local store, rechecked upstream once it is older than --tag-ttl (see UpstreamTags). */
+  revalidateTag(reference: TagReference): Promise<Descriptor | undefined> {
+    return this.tags.revalidate(reference);
   }
 
   async fetch(req: MirrorRequest): Promise<MirrorResult> {
@@ -153,7 +179,7 @@ export class UpstreamMirror implements MirrorSource {
     if (reference) {
       const resolved = await this.manifests.resolveTag(src, reference.tag, req.signal);
       descriptor = await this.manifests.ensure(src, resolved.digest);
-      await this.opts.store.tag(reference, descriptor);
+      await this.opts.store.tag(reference, descriptor, Date.now());
     } else {
       descriptor = await this.manifests.ensure(src, req.digest!);
     }

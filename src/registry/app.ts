@@ -19,6 +19,7 @@ import {
   type Descriptor,
   type Digest,
   type PullRoute,
+  type TagReference,
 } from "../oci/index.ts";
 import type { Store } from "../store/store.ts";
 import type { Health } from "./health.ts";
@@ -54,6 +55,8 @@ export interface RegistryOptions {
   onServed?: (r: ServedRequest) => void;
   /** Called when a file response has been handed to the kernel for sending. */
   onFileServed?: (path: string, size: number) => void;
+  /** Asked when a tag is found in a store: a newer root to serve (the tag moved upstream), or undefined. */
+  revalidateTag?: (store: Store, reference: TagReference) => Promise<Descriptor | undefined>;
 }
 
 export function createRegistryApp(opts: RegistryOptions): Hono {
@@ -123,7 +126,7 @@ async function handle(c: Context, opts: RegistryOptions): Promise<Response> {
 
   let range: ByteRange | undefined;
   const rangeHeader = isBlob ? c.req.header("Range") : undefined;
-  const local = await findLocal(opts.stores, route, registry);
+  const local = await findLocal(opts, route, registry);
   if (local) {
     served.source = local.store.name;
     served.digest = local.descriptor.digest;
@@ -183,14 +186,16 @@ async function handle(c: Context, opts: RegistryOptions): Promise<Response> {
 }
 
 async function findLocal(
-  stores: Store[],
+  opts: RegistryOptions,
   route: Exclude<PullRoute, { kind: "base" }>,
   registry: string,
 ): Promise<{ store: Store; descriptor: Descriptor } | undefined> {
-  for (const store of stores) {
+  for (const store of opts.stores) {
     try {
       if ("tag" in route) {
-        const root = await store.resolve({ registry, repository: route.name, tag: route.tag });
+        const reference = { registry, repository: route.name, tag: route.tag };
+        const held = await store.resolve(reference);
+        const root = (await opts.revalidateTag?.(store, reference)) ?? held;
         const descriptor = await store.describe(root.digest);
         return { store, descriptor: { ...descriptor, mediaType: root.mediaType } };
       }

@@ -1,7 +1,7 @@
 // LocalStore: kagami's own content-addressed store on disk.
 //   <data-dir>/blobs/<alg>/<hex>   content, visible only after its digest was verified
 //   <data-dir>/media/<alg>/<hex>   media type of manifests and indexes
-//   <data-dir>/tags/<sha256(ref)>.json  {reference, descriptor}
+//   <data-dir>/tags/<sha256(ref)>.json  {reference, descriptor, checkedAt?}
 //   <data-dir>/ingest/             temp files; rename(2) publishes atomically
 // Safe under concurrent readers and writers in this and other processes (kagami import
 // while kagami serve runs): readers only ever see complete, verified files.
@@ -24,6 +24,11 @@ import { LocalLayout } from "./local-layout.ts";
 import { LocalWatcher } from "./local-watch.ts";
 import type { Content, StoreEvent, TaggedDescriptor, WritableStore } from "./store.ts";
 import { DigestVerifier } from "./verify.ts";
+
+/** A tag record; checkedAt (ms since the epoch) marks a tag cached from upstream, last confirmed then. */
+export interface LocalTag extends TaggedDescriptor {
+  checkedAt?: number;
+}
 
 export interface LocalStoreOptions {
   /** How often watchers rescan when the filesystem sends no notification. */
@@ -48,10 +53,8 @@ export class LocalStore implements WritableStore {
   }
 
   async resolve(reference: TagReference): Promise<Descriptor> {
-    const tagged = await this.readTag(this.layout.tagPath(reference));
-    if (!tagged || formatTagReference(tagged.reference) !== formatTagReference(reference)) {
-      throw new NotFoundError(`tag ${formatTagReference(reference)} not found`);
-    }
+    const tagged = await this.tagRecord(reference);
+    if (!tagged) throw new NotFoundError(`tag ${formatTagReference(reference)} not found`);
     return tagged.descriptor;
   }
 
@@ -156,10 +159,15 @@ export class LocalStore implements WritableStore {
     return this.describe(digest);
   }
 
-  async tag(reference: TagReference, descriptor: Descriptor): Promise<void> {
+  /** Records (or moves) a tag; checkedAt: when upstream last said the tag points there. */
+  async tag(reference: TagReference, descriptor: Descriptor, checkedAt?: number): Promise<void> {
     const held = await this.describe(descriptor.digest);
     if (held.size !== descriptor.size) throw new InvalidError(`${descriptor.digest}: size ${descriptor.size} differs from the held ${held.size}`);
-    const record = { reference: formatTagReference(reference), descriptor: { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size } };
+    const record = {
+      reference: formatTagReference(reference),
+      descriptor: { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size },
+      ...(checkedAt === undefined ? {} : { checkedAt }),
+    };
     await this.writeAtomic(this.layout.tagPath(reference), JSON.stringify(record));
     this.watcher.poke();
   }
@@ -185,12 +193,20 @@ export class LocalStore implements WritableStore {
     throw new NotFoundError(`blob ${digest} not found`);
   }
 
+  /** The record of a tag held, or undefined. */
+  async tagRecord(reference: TagReference): Promise<LocalTag | undefined> {
+    const tagged = await this.readTag(this.layout.tagPath(reference));
+    return tagged && formatTagReference(tagged.reference) === formatTagReference(reference) ? tagged : undefined;
+  }
+
   /** Reads a tag record; a missing, torn or foreign file reads as absent. */
-  async readTag(path: string): Promise<TaggedDescriptor | undefined> {
+  async readTag(path: string): Promise<LocalTag | undefined> {
     try {
-      const record = JSON.parse(await readFile(path, "utf8")) as { reference?: unknown; descriptor?: unknown };
+      const record = JSON.parse(await readFile(path, "utf8")) as { reference?: unknown; descriptor?: unknown; checkedAt?: unknown };
       if (typeof record.reference !== "string") return undefined;
-      return { reference: parseTagReference(record.reference), descriptor: parseDescriptor(record.descriptor) };
+      const tagged: LocalTag = { reference: parseTagReference(record.reference), descriptor: parseDescriptor(record.descriptor) };
+      if (typeof record.checkedAt === "number" && Number.isFinite(record.checkedAt)) tagged.checkedAt = record.checkedAt;
+      return tagged;
     } catch {
       return undefined;
     }
