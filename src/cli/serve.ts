@@ -109,7 +109,7 @@ export async function startNode(config: Config, log: Logger): Promise<RunningNod
     logger: log,
     shedReason: () => (governor.shouldShed() ? `memory pressure ${governor.latest.level}` : undefined),
     // Only tags in kagami's own store were cached from upstream; containerd's are containerd's.
-    ...(upstream ? { revalidateTag: (store: Store, ref: TagReference) => (store === local ? upstream.revalidateTag(ref) : Promise.resolve(undefined)) } : {}),
+    ...(upstream ? { resolveTag: (store: Store, ref: TagReference) => (store === local ? upstream.tags.resolve(ref) : store.resolve(ref)) } : {}),
     onFileServed: (path, size) => {
       governor.noteFileServed(path, size);
       gc.touch(path);

@@ -36,7 +36,7 @@ export interface UpstreamTagsOptions {
 }
 
 export class UpstreamTags {
-  private readonly checks = new SingleFlight<string, Descriptor | undefined>(MAX_TRACKED);
+  private readonly checks = new SingleFlight<string, Descriptor>(MAX_TRACKED);
   /** Tag -> time before which a failed recheck is not retried. */
   private readonly failedUntil = new Map<string, number>();
   private readonly now: () => number;
@@ -47,50 +47,45 @@ export class UpstreamTags {
   }
 
   /**
-   * The descriptor a held tag should be served as: a newer one when upstream moved it,
-   * undefined when the held one stands (fresh, not cached from upstream, or upstream unreachable).
+   * The root a held tag is served as: upstream's new one when the tag moved, else the held one
+   * (fresh, not cached from upstream, or upstream unreachable). Throws NotFoundError when the
+   * store does not hold the tag. Reads the tag's record once: this is the local store's tag
+   * resolution, not a second look after it.
    */
-  async revalidate(reference: TagReference): Promise<Descriptor | undefined> {
-    const held = await this.opts.store.tagRecord(reference);
-    if (!held || held.checkedAt === undefined) return this.count("not-ours");
+  async resolve(reference: TagReference): Promise<Descriptor> {
     const key = formatTagReference(reference);
+    const held = await this.opts.store.tagRecord(reference);
+    if (!held) throw new NotFoundError(`tag ${key} not found`);
+    if (held.checkedAt === undefined) return this.count("not-ours", held.descriptor);
     const now = this.now();
-    if (now - held.checkedAt < this.opts.ttlMs) return this.count("fresh");
+    if (now - held.checkedAt < this.opts.ttlMs) return this.count("fresh", held.descriptor);
     // Upstream failed a moment ago: serve the cached tag without waiting on it again.
-    if ((this.failedUntil.get(key) ?? 0) > now) return this.count("failed");
+    if ((this.failedUntil.get(key) ?? 0) > now) return this.count("failed", held.descriptor);
     try {
-      return await this.checks.run(key, () => this.recheck(reference, held.descriptor));
+      return await this.checks.run(key, () => this.recheck(reference, key, held.descriptor));
     } catch (e) {
       this.opts.logger.warn({ ref: key, err: errorMessage(e) }, "tag not rechecked upstream; serving the cached one");
-      return undefined;
+      return held.descriptor;
     }
   }
 
-  private async recheck(reference: TagReference, held: Descriptor): Promise<Descriptor | undefined> {
-    const key = formatTagReference(reference);
+  private async recheck(reference: TagReference, key: string, held: Descriptor): Promise<Descriptor> {
     const src = { registry: reference.registry, repository: reference.repository };
     // Shared by every puller of this tag, so no single client's signal may cancel it.
     const signal = AbortSignal.timeout(Math.min(CHECK_TIMEOUT_MS, this.opts.upstreamTimeoutMs));
     try {
       const now = await this.opts.manifests.resolveTag(src, reference.tag, signal);
-      if (now.digest === held.digest) {
-        await this.opts.store.tag(reference, held, this.now());
-        this.failedUntil.delete(key);
-        this.count("confirmed");
-        return undefined;
-      }
-      const descriptor = await this.opts.manifests.ensure(src, now.digest);
+      const moved = now.digest !== held.digest;
+      const descriptor = moved ? await this.opts.manifests.ensure(src, now.digest) : held;
       await this.opts.store.tag(reference, descriptor, this.now());
       this.failedUntil.delete(key);
-      this.count("moved");
-      this.opts.logger.info({ ref: key, from: held.digest, digest: descriptor.digest }, "tag moved upstream; following it");
-      return descriptor;
+      if (moved) this.opts.logger.info({ ref: key, from: held.digest, digest: descriptor.digest }, "tag moved upstream; following it");
+      return this.count(moved ? "moved" : "confirmed", descriptor);
     } catch (e) {
       this.remember(key);
-      this.count("failed");
       const why = e instanceof NotFoundError ? "not found upstream" : errorMessage(e);
       this.opts.logger.warn({ ref: key, digest: held.digest, err: why }, "tag not rechecked upstream; serving the cached one");
-      return undefined;
+      return this.count("failed", held);
     }
   }
 
@@ -103,9 +98,9 @@ export class UpstreamTags {
     this.failedUntil.set(key, this.now() + RETRY_AFTER_MS);
   }
 
-  private count(outcome: TagCheckOutcome): undefined {
+  private count(outcome: TagCheckOutcome, served: Descriptor): Descriptor {
     this.counts[outcome]++;
-    return undefined;
+    return served;
   }
 }
 

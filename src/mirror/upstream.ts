@@ -9,16 +9,7 @@ import { ConfigError } from "../config.ts";
 import { errorMessage, NotFoundError } from "../errors.ts";
 import type { ByteBudget } from "../governor/budget.ts";
 import type { Logger } from "../observability/log.ts";
-import {
-  OCTET_STREAM,
-  parseRange,
-  RangeError416,
-  resolveRange,
-  type ByteRange,
-  type Descriptor,
-  type Digest,
-  type TagReference,
-} from "../oci/index.ts";
+import { OCTET_STREAM, parseRange, RangeError416, resolveRange, type ByteRange, type Descriptor, type Digest } from "../oci/index.ts";
 import { contentBody, contentHeaders, errorResponse } from "../registry/respond.ts";
 import type { CacheGc } from "../store/gc.ts";
 import { IngestingStore } from "../store/ingesting.ts";
@@ -96,7 +87,7 @@ export class UpstreamMirror implements MirrorSource {
   readonly client: UpstreamClient;
   private readonly blobs: BlobFetches;
   private readonly manifests: UpstreamManifests;
-  /** Freshness of the tags this mirror cached. */
+  /** Resolves the tags this mirror cached, rechecking them upstream past --tag-ttl. */
   readonly tags: UpstreamTags;
   private readonly log: Logger;
 
@@ -143,10 +134,6 @@ export class UpstreamMirror implements MirrorSource {
     });
   }
 
-  /** A tag held in the local store, rechecked upstream once it is older than --tag-ttl (see UpstreamTags). */
-  revalidateTag(reference: TagReference): Promise<Descriptor | undefined> {
-    return this.tags.revalidate(reference);
-  }
 
   async fetch(req: MirrorRequest): Promise<MirrorResult> {
     const started = performance.now();

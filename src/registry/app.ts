@@ -55,8 +55,8 @@ export interface RegistryOptions {
   onServed?: (r: ServedRequest) => void;
   /** Called when a file response has been handed to the kernel for sending. */
   onFileServed?: (path: string, size: number) => void;
-  /** Asked when a tag is found in a store: a newer root to serve (the tag moved upstream), or undefined. */
-  revalidateTag?: (store: Store, reference: TagReference) => Promise<Descriptor | undefined>;
+  /** Resolves a tag in a store in place of store.resolve (tags cached from upstream follow it). Throws NotFoundError. */
+  resolveTag?: (store: Store, reference: TagReference) => Promise<Descriptor>;
 }
 
 export function createRegistryApp(opts: RegistryOptions): Hono {
@@ -194,8 +194,7 @@ async function findLocal(
     try {
       if ("tag" in route) {
         const reference = { registry, repository: route.name, tag: route.tag };
-        const held = await store.resolve(reference);
-        const root = (await opts.revalidateTag?.(store, reference)) ?? held;
+        const root = await (opts.resolveTag ? opts.resolveTag(store, reference) : store.resolve(reference));
         const descriptor = await store.describe(root.digest);
         return { store, descriptor: { ...descriptor, mediaType: root.mediaType } };
       }

@@ -1,7 +1,7 @@
 // Freshness of tags cached from upstream, with a real LocalStore on disk and an in-memory
 // upstream: a fresh tag is served without asking, a stale one is rechecked once for all its
 // pullers, a moved tag is followed, a failing upstream leaves the cached tag served (and is not
-// asked again at once), and imported tags are never rechecked.
+// asked again at once), imported tags are never rechecked, and a tag not held is not found.
 import { afterAll, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -68,7 +68,7 @@ describe("tags cached from upstream", () => {
     const v1 = await manifest(store, 1);
     await store.tag(ref, v1, clock);
     clock += TTL - 1;
-    expect(await tags.revalidate(ref)).toBeUndefined();
+    expect(await tags.resolve(ref)).toEqual(v1);
     expect(upstream.asked).toBe(0);
     expect(tags.counts.fresh).toBe(1);
   });
@@ -78,11 +78,11 @@ describe("tags cached from upstream", () => {
     await store.tag(ref, v1, clock);
     upstream.current = v1;
     clock += TTL;
-    expect(await tags.revalidate(ref)).toBeUndefined();
+    expect(await tags.resolve(ref)).toEqual(v1);
     expect(upstream.asked).toBe(1);
     expect((await store.tagRecord(ref))?.checkedAt).toBe(clock);
     clock += 1;
-    await tags.revalidate(ref);
+    await tags.resolve(ref);
     expect(upstream.asked).toBe(1);
     expect(tags.counts).toMatchObject({ confirmed: 1, fresh: 1 });
   });
@@ -92,7 +92,7 @@ describe("tags cached from upstream", () => {
     await store.tag(ref, v1, clock);
     upstream.current = await manifest(store, 2);
     clock += TTL;
-    expect(await tags.revalidate(ref)).toEqual(upstream.current);
+    expect(await tags.resolve(ref)).toEqual(upstream.current);
     expect(await store.resolve(ref)).toEqual(upstream.current);
     expect(tags.counts.moved).toBe(1);
   });
@@ -103,7 +103,7 @@ describe("tags cached from upstream", () => {
     upstream.current = await manifest(store, 2);
     upstream.gate = new Promise((resolve) => (upstream.release = resolve));
     clock += TTL;
-    const pulls = Array.from({ length: 20 }, () => tags.revalidate(ref));
+    const pulls = Array.from({ length: 20 }, () => tags.resolve(ref));
     await Bun.sleep(20);
     upstream.release!();
     const answers = await Promise.all(pulls);
@@ -118,15 +118,15 @@ describe("tags cached from upstream", () => {
     for (const failure of [new Error("connect ECONNREFUSED"), new NotFoundError("tag not found upstream")]) {
       upstream.failure = failure;
       const asked = upstream.asked;
-      expect(await tags.revalidate(ref)).toBeUndefined();
-      expect(await tags.revalidate(ref)).toBeUndefined();
+      expect(await tags.resolve(ref)).toEqual(v1);
+      expect(await tags.resolve(ref)).toEqual(v1);
       expect(upstream.asked).toBe(asked + 1);
       expect(await store.resolve(ref)).toEqual(v1);
       clock += 30_000;
     }
     upstream.failure = undefined;
     upstream.current = v1;
-    expect(await tags.revalidate(ref)).toBeUndefined();
+    expect(await tags.resolve(ref)).toEqual(v1);
     expect(tags.counts).toMatchObject({ failed: 4, confirmed: 1 });
   });
 
@@ -134,9 +134,9 @@ describe("tags cached from upstream", () => {
     const v1 = await manifest(store, 1);
     await store.tag(ref, v1);
     clock += 100 * TTL;
-    expect(await tags.revalidate(ref)).toBeUndefined();
-    expect(await tags.revalidate({ ...ref, tag: "absent" })).toBeUndefined();
+    expect(await tags.resolve(ref)).toEqual(v1);
+    await expect(tags.resolve({ ...ref, tag: "absent" })).rejects.toBeInstanceOf(NotFoundError);
     expect(upstream.asked).toBe(0);
-    expect(tags.counts["not-ours"]).toBe(2);
+    expect(tags.counts["not-ours"]).toBe(1);
   });
 });
